@@ -1,0 +1,123 @@
+"""Generator configurations: a frozen dataclass with the reference's constructor keys, and a registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """All constructor arguments of the mel-conditioned generator (reference key names)."""
+
+    sampling_rate: int = 24000
+    n_mels: int = 100
+    mel_n_fft: int = 1024
+    mel_hop_length: int = 256
+    n_ffts: tuple[int, ...] = (512, 256, 128)
+    hop_lengths: tuple[int, ...] = (256, 128, 64)
+    channels: tuple[int, ...] = (768, 512, 384)
+    time_embed_channels: int = 512
+    hidden_factor: int = 3
+    conv_kernel_sizes: tuple[int, ...] = (7, 7, 7)
+    num_layers: tuple[int, ...] = (8, 8, 8)
+    use_cond_encoder: bool = True
+    cond_enc_channels: int = 512
+    cond_enc_hidden_factor: int = 3
+    cond_enc_conv_kernel_size: int = 7
+    cond_enc_num_layers: int = 4
+    residual_scale: float = 1.0
+    init_noise_scale: float = 0.1
+    pred_x1: bool = True
+    branch_reduction: str = "mean"
+    spec_scaling_loss: bool = True
+    loss_n_filters: int = 256
+    loss_n_fft: int = 1024
+    loss_hop_length: int = 256
+    loss_power: float = 0.5
+    loss_eps: float = 1e-7
+    loss_scale_min: float = 0.01
+    loss_scale_max: float = 100.0
+    branch_dropout: float = 0.05
+    max_add_noise_scale: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_ffts", "hop_lengths", "channels", "conv_kernel_sizes", "num_layers"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        n = len(self.n_ffts)
+        for name in ("hop_lengths", "channels", "conv_kernel_sizes", "num_layers"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} must have one entry per branch ({n}), got {getattr(self, name)}")
+        for hop in self.hop_lengths:
+            if self.mel_hop_length % hop:
+                raise ValueError(
+                    f"mel_hop_length {self.mel_hop_length} is not a multiple of branch hop {hop}"
+                )
+        if self.branch_reduction not in ("mean", "sum"):
+            raise ValueError(f"branch_reduction must be 'mean' or 'sum', got {self.branch_reduction!r}")
+
+    def __getitem__(self, key: str) -> Any:
+        """Dict-style access, for scripts written against the reference's attribute dict."""
+        return getattr(self, key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reference constructor arguments as a JSON-friendly dict (lists for tuples)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def replace(self, **changes: Any) -> GeneratorConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneratorConfig:
+        """Build from a dict of reference keys (or ``{"config": {...}}``); unknown keys are an error."""
+        if "config" in data and isinstance(data["config"], dict):
+            data = data["config"]
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown generator config keys: {unknown}")
+        return cls(**data)
+
+
+_24K_BASE = GeneratorConfig()
+
+CONFIGS: dict[str, GeneratorConfig] = {
+    "mel_24k_base": _24K_BASE,
+    "mel_44k_128band_512x_base": _24K_BASE.replace(
+        sampling_rate=44100,
+        n_mels=128,
+        mel_n_fft=2048,
+        mel_hop_length=512,
+        n_ffts=(1024, 512, 256),
+        hop_lengths=(512, 256, 128),
+        loss_n_fft=2048,
+        loss_hop_length=512,
+    ),
+    # Same structure as mel_24k_base, small enough to train on a laptop CPU (mini recipe, smoke runs).
+    "mel_24k_small": _24K_BASE.replace(
+        channels=(96, 64, 48),
+        time_embed_channels=64,
+        hidden_factor=2,
+        num_layers=(2, 2, 2),
+        cond_enc_channels=64,
+        cond_enc_hidden_factor=2,
+        cond_enc_num_layers=2,
+    ),
+}
+
+
+def get_generator_config(name: str) -> GeneratorConfig:
+    """A registered config by name, or one read from a JSON file path (top level or under ``config``)."""
+    if name in CONFIGS:
+        return CONFIGS[name]
+    path = Path(name)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return GeneratorConfig.from_dict(json.loads(path.read_text()))
+    raise ValueError(f"unknown model name {name!r}; registered: {sorted(CONFIGS)} (or pass a JSON file path)")
