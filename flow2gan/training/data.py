@@ -187,7 +187,11 @@ def _make_loader(
     num_workers: int,
     drop_silent: bool = True,
 ) -> DataLoader:
-    """A DataLoader with the project's collate, worker seeding, pin_memory on CUDA, persistent workers."""
+    """A DataLoader with the project's collate, worker seeding and pin_memory on CUDA.
+
+    Workers are not persistent: they restart every epoch and are seeded from the global torch RNG, which
+    the training loop re-seeds per epoch, so a resumed run draws the same crops as an uninterrupted one.
+    """
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -195,7 +199,6 @@ def _make_loader(
         num_workers=num_workers,
         collate_fn=partial(collate_audio, drop_silent=drop_silent),
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
         worker_init_fn=seed_worker if num_workers > 0 else None,
         drop_last=False,
     )

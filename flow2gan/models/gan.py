@@ -1,0 +1,229 @@
+"""Stage-2 GAN: hinge / feature-matching / multi-scale mel losses and the generator + discriminators wrapper.
+
+The wrapper's state dict is ``generator.*``, ``discriminator.0.*`` (MPD), ``discriminator.1.*`` (MRD)
+and ``mel_recon_modules.{k}.spectrogram.window`` / ``.mel_scale.fb``, as in the reference checkpoints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from flow2gan.features import LOG_CLAMP, MelSpectrogram
+from flow2gan.models.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+
+
+@dataclass(frozen=True)
+class GANConfig:
+    """Scales ``(n_fft, n_mels)`` of the mel reconstruction loss (hop = n_fft // 4)."""
+
+    mel_recon_n_ffts: tuple[int, ...]
+    mel_recon_n_mels: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mel_recon_n_ffts", tuple(int(v) for v in self.mel_recon_n_ffts))
+        object.__setattr__(self, "mel_recon_n_mels", tuple(int(v) for v in self.mel_recon_n_mels))
+        if len(self.mel_recon_n_ffts) != len(self.mel_recon_n_mels) or not self.mel_recon_n_ffts:
+            raise ValueError(
+                f"mel_recon_n_ffts {self.mel_recon_n_ffts} and mel_recon_n_mels {self.mel_recon_n_mels} "
+                "must be non-empty and of equal length"
+            )
+
+
+GAN_CONFIGS: dict[str, GANConfig] = {
+    "gan_multi_scale_mel_recon": GANConfig(
+        mel_recon_n_ffts=(32, 64, 128, 256, 512, 1024, 2048),
+        mel_recon_n_mels=(5, 10, 20, 40, 80, 160, 320),
+    ),
+    "gan_single_scale_mel_recon": GANConfig(mel_recon_n_ffts=(1024,), mel_recon_n_mels=(100,)),
+}
+
+
+def get_gan_config(name: str) -> GANConfig:
+    """The named GAN-stage configuration (``gan_multi_scale_mel_recon`` or ``gan_single_scale_mel_recon``)."""
+    if name not in GAN_CONFIGS:
+        raise KeyError(f"unknown GAN config {name!r}; known: {sorted(GAN_CONFIGS)}")
+    return GAN_CONFIGS[name]
+
+
+@dataclass(frozen=True)
+class GANLossScales:
+    """Weights of the discriminator and generator loss terms (reference CLI defaults)."""
+
+    disc_loss_mp_scale: float = 1.0
+    disc_loss_mr_scale: float = 0.1
+    gen_loss_mp_scale: float = 1.0
+    gen_loss_mr_scale: float = 0.1
+    feat_map_loss_mp_scale: float = 1.0
+    feat_map_loss_mr_scale: float = 0.1
+    mel_recon_loss_scale: float = 45.0
+
+
+def discriminator_loss(scores_real: list[Tensor], scores_fake: list[Tensor]) -> Tensor:
+    """Hinge loss Σ_k [mean(relu(1 − real_k)) + mean(relu(1 + fake_k))] over any-shape score tensors -> ()."""
+    loss = scores_real[0].new_zeros(())
+    for real, fake in zip(scores_real, scores_fake, strict=True):
+        loss = loss + (torch.relu(1 - real).mean() + torch.relu(1 + fake).mean())
+    return loss
+
+
+def generator_loss(scores_fake: list[Tensor]) -> Tensor:
+    """Adversarial hinge loss Σ_k mean(relu(1 − fake_k)) -> ()."""
+    loss = scores_fake[0].new_zeros(())
+    for fake in scores_fake:
+        loss = loss + torch.relu(1 - fake).mean()
+    return loss
+
+
+def feature_matching_loss(fmaps_real: list[list[Tensor]], fmaps_fake: list[list[Tensor]]) -> Tensor:
+    """Σ_d Σ_l mean|real_dl.detach() − fake_dl| over nested lists of feature maps -> ()."""
+    loss = fmaps_fake[0][0].new_zeros(())
+    for maps_real, maps_fake in zip(fmaps_real, fmaps_fake, strict=True):
+        for real, fake in zip(maps_real, maps_fake, strict=True):
+            loss = loss + torch.mean(torch.abs(real.detach() - fake))
+    return loss
+
+
+def build_mel_recon_modules(
+    sampling_rate: int, n_ffts: tuple[int, ...], n_mels: tuple[int, ...]
+) -> nn.ModuleList:
+    """Magnitude HTK mel spectrograms, one per scale, hop n_fft // 4: ModuleList of (B, T) -> (B, M, F)."""
+    return nn.ModuleList(
+        MelSpectrogram(sampling_rate, n_fft, n_fft // 4, m) for n_fft, m in zip(n_ffts, n_mels, strict=True)
+    )
+
+
+def clamped_log_mel(mel_module: nn.Module, audio: Tensor) -> Tensor:
+    """log(max(mel, 1e-7)): (B, T) -> (B, n_mels, 1 + T // hop)."""
+    return torch.log(torch.clamp(mel_module(audio), min=LOG_CLAMP))
+
+
+def mel_recon_per_scale(mel_modules: nn.ModuleList, real: Tensor, fake: Tensor) -> list[Tensor]:
+    """Per-scale L1 between clamped log-mels of real and fake (B, T) -> list of () tensors."""
+    return [torch.mean(torch.abs(clamped_log_mel(m, real) - clamped_log_mel(m, fake))) for m in mel_modules]
+
+
+class GAN(nn.Module):
+    """Generator + [MPD, MRD] + multi-scale mel loss; alternating D / G training steps (§4.2).
+
+    ``generator`` must provide ``infer(cond, audio_lens=None, n_timesteps=1, clamp_pred=False)``
+    returning a waveform (B, T) with ``T = max(audio_lens)`` when lengths are given.
+    """
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        sampling_rate: int,
+        mel_recon_n_ffts: tuple[int, ...] = GAN_CONFIGS["gan_multi_scale_mel_recon"].mel_recon_n_ffts,
+        mel_recon_n_mels: tuple[int, ...] = GAN_CONFIGS["gan_multi_scale_mel_recon"].mel_recon_n_mels,
+        loss_scales: GANLossScales | None = None,
+    ) -> None:
+        super().__init__()
+        config = GANConfig(mel_recon_n_ffts, mel_recon_n_mels)
+        self.sampling_rate = sampling_rate
+        self.loss_scales = loss_scales if loss_scales is not None else GANLossScales()
+        self.generator = generator
+        self.discriminator = nn.ModuleList([MultiPeriodDiscriminator(), MultiResolutionDiscriminator()])
+        self.mel_recon_modules = build_mel_recon_modules(
+            sampling_rate, config.mel_recon_n_ffts, config.mel_recon_n_mels
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        generator: nn.Module,
+        sampling_rate: int,
+        gan_config: GANConfig | str,
+        loss_scales: GANLossScales | None = None,
+    ) -> GAN:
+        """Builds the wrapper from a :class:`GANConfig` or a registry name."""
+        if isinstance(gan_config, str):
+            gan_config = get_gan_config(gan_config)
+        return cls(
+            generator, sampling_rate, gan_config.mel_recon_n_ffts, gan_config.mel_recon_n_mels, loss_scales
+        )
+
+    @property
+    def mpd(self) -> MultiPeriodDiscriminator:
+        """The multi-period discriminator (``discriminator.0``)."""
+        return self.discriminator[0]
+
+    @property
+    def mrd(self) -> MultiResolutionDiscriminator:
+        """The multi-resolution discriminator (``discriminator.1``)."""
+        return self.discriminator[1]
+
+    def mel_recon_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        """Σ over scales of mean |log mel(real) − log mel(fake)|: (B, T), (B, T) -> ()."""
+        per_scale = mel_recon_per_scale(self.mel_recon_modules, real, fake)
+        loss = per_scale[0]
+        for value in per_scale[1:]:
+            loss = loss + value
+        return loss
+
+    def _generate(self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int) -> Tensor:
+        """Unclamped N-step generator output (B, T), checked against the real batch's shape."""
+        fake = self.generator.infer(
+            cond=mel, audio_lens=audio_lens, n_timesteps=n_timesteps, clamp_pred=False
+        )
+        if fake.shape != audio.shape:
+            raise ValueError(
+                f"generator output {tuple(fake.shape)} does not match audio {tuple(audio.shape)}"
+            )
+        return fake
+
+    def discriminator_forward(
+        self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """D step: generator in eval mode under no_grad, discriminators in train mode -> (loss_d, info)."""
+        self.generator.eval()
+        self.discriminator.train()
+        with torch.no_grad():
+            fake = self._generate(audio, mel, audio_lens, n_timesteps)
+        scales = self.loss_scales
+        loss_mp = discriminator_loss(*self.mpd(audio, fake)[:2])
+        loss_mr = discriminator_loss(*self.mrd(audio, fake)[:2])
+        loss_d = scales.disc_loss_mp_scale * loss_mp + scales.disc_loss_mr_scale * loss_mr
+        info = {"loss_d": loss_d, "disc_loss_mp": loss_mp, "disc_loss_mr": loss_mr}
+        return loss_d, {k: v.detach() for k, v in info.items()}
+
+    def generator_forward(
+        self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """G step: generator in train mode with gradients through all steps, discriminators in eval mode."""
+        self.generator.train()
+        self.discriminator.eval()
+        fake = self._generate(audio, mel, audio_lens, n_timesteps)
+        _, scores_fake_mp, fmaps_real_mp, fmaps_fake_mp = self.mpd(audio, fake)
+        _, scores_fake_mr, fmaps_real_mr, fmaps_fake_mr = self.mrd(audio, fake)
+        info = {
+            "gen_loss_mp": generator_loss(scores_fake_mp),
+            "gen_loss_mr": generator_loss(scores_fake_mr),
+            "feat_map_loss_mp": feature_matching_loss(fmaps_real_mp, fmaps_fake_mp),
+            "feat_map_loss_mr": feature_matching_loss(fmaps_real_mr, fmaps_fake_mr),
+            "mel_recon_loss": self.mel_recon_loss(audio, fake),
+        }
+        scales = self.loss_scales
+        loss_g = (
+            scales.gen_loss_mp_scale * info["gen_loss_mp"]
+            + scales.gen_loss_mr_scale * info["gen_loss_mr"]
+            + scales.feat_map_loss_mp_scale * info["feat_map_loss_mp"]
+            + scales.feat_map_loss_mr_scale * info["feat_map_loss_mr"]
+            + scales.mel_recon_loss_scale * info["mel_recon_loss"]
+        )
+        info = {"loss_g": loss_g, **info}
+        return loss_g, {k: v.detach() for k, v in info.items()}
+
+    def forward(
+        self,
+        audio: Tensor,
+        mel: Tensor,
+        audio_lens: Tensor | None,
+        n_timesteps: int,
+        discriminator_step: bool,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Dispatches to :meth:`discriminator_forward` or :meth:`generator_forward` (for DDP wrapping)."""
+        step = self.discriminator_forward if discriminator_step else self.generator_forward
+        return step(audio, mel, audio_lens, n_timesteps)
