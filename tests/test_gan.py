@@ -77,7 +77,7 @@ def formula_gan() -> GAN:
     """GAN wrapper with closed-form MPD weights, stored MRD weights and a stub generator emitting ``fake``."""
     torch.manual_seed(0)
     _, fake = ref_inputs()
-    gan = GAN(StubGenerator(fake), SAMPLING_RATE)
+    gan = GAN(StubGenerator(fake), sampling_rate=SAMPLING_RATE)
     gan.mpd.load_state_dict(mpd_formula_state_dict(disc_ref()["mpd_formula"]["seed"]))
     missing, unexpected = gan.mrd.load_state_dict(mrd_state_dict(), strict=False)
     assert unexpected == [] and len(missing) == 3
@@ -162,7 +162,7 @@ def test_gan_state_dict_layout(formula_gan: GAN) -> None:
     ours = {k: list(v.shape) for k, v in state.items() if not k.startswith("generator.")}
     assert list(ours) == list(manifest["state_dict_entries"])
     assert ours == {k: v["shape"] for k, v in manifest["state_dict_entries"].items()}
-    single = GAN.from_config(StubGenerator(torch.zeros(1, 8)), SAMPLING_RATE, "gan_single_scale_mel_recon")
+    single = GAN.from_config(StubGenerator(torch.zeros(1, 8)), "gan_single_scale_mel_recon", SAMPLING_RATE)
     mel_keys = [k for k in single.state_dict() if k.startswith("mel_recon_modules.")]
     assert mel_keys == ["mel_recon_modules.0.spectrogram.window", "mel_recon_modules.0.mel_scale.fb"]
     assert single.state_dict()["mel_recon_modules.0.mel_scale.fb"].shape == (513, 100)

@@ -77,9 +77,11 @@ class PeriodDiscriminator(nn.Module):
 class MultiPeriodDiscriminator(nn.Module):
     """Multi-period discriminator: ``forward(y, y_hat)`` on (B, T) waveforms -> per-period lists."""
 
-    def __init__(self, periods: tuple[int, ...] = MPD_PERIODS) -> None:
+    def __init__(
+        self, periods: tuple[int, ...] = MPD_PERIODS, channels: tuple[int, ...] = MPD_CHANNELS
+    ) -> None:
         super().__init__()
-        self.discriminators = nn.ModuleList(PeriodDiscriminator(p) for p in periods)
+        self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels) for p in periods)
 
     def forward(self, y: Tensor, y_hat: Tensor) -> DiscriminatorOutput:
         """(B, T), (B, T) -> (scores_real, scores_fake, fmaps_real, fmaps_fake), 5 periods each."""

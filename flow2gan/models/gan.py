@@ -12,19 +12,24 @@ import torch
 from torch import Tensor, nn
 
 from flow2gan.features import LOG_CLAMP, MelSpectrogram
-from flow2gan.models.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from flow2gan.models.discriminators import (
+    MPD_CHANNELS,
+    MultiPeriodDiscriminator,
+    MultiResolutionDiscriminator,
+)
 
 
 @dataclass(frozen=True)
 class GANConfig:
-    """Scales ``(n_fft, n_mels)`` of the mel reconstruction loss (hop = n_fft // 4)."""
+    """Scales ``(n_fft, n_mels)`` of the mel reconstruction loss (hop = n_fft // 4) and the MPD widths."""
 
     mel_recon_n_ffts: tuple[int, ...]
     mel_recon_n_mels: tuple[int, ...]
+    mpd_channels: tuple[int, ...] = MPD_CHANNELS
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mel_recon_n_ffts", tuple(int(v) for v in self.mel_recon_n_ffts))
-        object.__setattr__(self, "mel_recon_n_mels", tuple(int(v) for v in self.mel_recon_n_mels))
+        for name in ("mel_recon_n_ffts", "mel_recon_n_mels", "mpd_channels"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if len(self.mel_recon_n_ffts) != len(self.mel_recon_n_mels) or not self.mel_recon_n_ffts:
             raise ValueError(
                 f"mel_recon_n_ffts {self.mel_recon_n_ffts} and mel_recon_n_mels {self.mel_recon_n_mels} "
@@ -38,11 +43,18 @@ GAN_CONFIGS: dict[str, GANConfig] = {
         mel_recon_n_mels=(5, 10, 20, 40, 80, 160, 320),
     ),
     "gan_single_scale_mel_recon": GANConfig(mel_recon_n_ffts=(1024,), mel_recon_n_mels=(100,)),
+    # The reference losses with a 16x narrower multi-period discriminator (0.16 M instead of 41 M
+    # parameters): for CPU smoke runs and the mini recipe, not for quality.
+    "gan_small_multi_scale_mel_recon": GANConfig(
+        mel_recon_n_ffts=(32, 64, 128, 256, 512, 1024, 2048),
+        mel_recon_n_mels=(5, 10, 20, 40, 80, 160, 320),
+        mpd_channels=(8, 16, 32, 64, 64),
+    ),
 }
 
 
 def get_gan_config(name: str) -> GANConfig:
-    """The named GAN-stage configuration (``gan_multi_scale_mel_recon`` or ``gan_single_scale_mel_recon``)."""
+    """A named GAN-stage configuration (e.g. ``gan_multi_scale_mel_recon``, the reference default)."""
     if name not in GAN_CONFIGS:
         raise KeyError(f"unknown GAN config {name!r}; known: {sorted(GAN_CONFIGS)}")
     return GAN_CONFIGS[name]
@@ -115,17 +127,22 @@ class GAN(nn.Module):
     def __init__(
         self,
         generator: nn.Module,
-        sampling_rate: int,
         mel_recon_n_ffts: tuple[int, ...] = GAN_CONFIGS["gan_multi_scale_mel_recon"].mel_recon_n_ffts,
         mel_recon_n_mels: tuple[int, ...] = GAN_CONFIGS["gan_multi_scale_mel_recon"].mel_recon_n_mels,
+        sampling_rate: int | None = None,
         loss_scales: GANLossScales | None = None,
+        mpd_channels: tuple[int, ...] = MPD_CHANNELS,
     ) -> None:
         super().__init__()
-        config = GANConfig(mel_recon_n_ffts, mel_recon_n_mels)
+        config = GANConfig(mel_recon_n_ffts, mel_recon_n_mels, mpd_channels)
+        if sampling_rate is None:
+            sampling_rate = generator.config.sampling_rate
         self.sampling_rate = sampling_rate
         self.loss_scales = loss_scales if loss_scales is not None else GANLossScales()
         self.generator = generator
-        self.discriminator = nn.ModuleList([MultiPeriodDiscriminator(), MultiResolutionDiscriminator()])
+        self.discriminator = nn.ModuleList(
+            [MultiPeriodDiscriminator(channels=config.mpd_channels), MultiResolutionDiscriminator()]
+        )
         self.mel_recon_modules = build_mel_recon_modules(
             sampling_rate, config.mel_recon_n_ffts, config.mel_recon_n_mels
         )
@@ -134,15 +151,20 @@ class GAN(nn.Module):
     def from_config(
         cls,
         generator: nn.Module,
-        sampling_rate: int,
         gan_config: GANConfig | str,
+        sampling_rate: int | None = None,
         loss_scales: GANLossScales | None = None,
     ) -> GAN:
         """Builds the wrapper from a :class:`GANConfig` or a registry name."""
         if isinstance(gan_config, str):
             gan_config = get_gan_config(gan_config)
         return cls(
-            generator, sampling_rate, gan_config.mel_recon_n_ffts, gan_config.mel_recon_n_mels, loss_scales
+            generator,
+            gan_config.mel_recon_n_ffts,
+            gan_config.mel_recon_n_mels,
+            sampling_rate,
+            loss_scales,
+            gan_config.mpd_channels,
         )
 
     @property

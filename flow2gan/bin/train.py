@@ -1,0 +1,6 @@
+"""Alias of :mod:`flow2gan.bin.pretrain` (the reference's ``train`` script)."""
+
+from flow2gan.bin.pretrain import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""The training loop shared by both stages (SPEC §5.8); a ``Stage`` says what one batch does."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.amp import GradScaler
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from flow2gan.checkpoint import save_atomic
+from flow2gan.training import distributed
+from flow2gan.training.averaging import make_averaged_copy, update_averaged_model
+from flow2gan.training.checkpoints import (
+    epoch_path,
+    latest_epoch,
+    load_training_checkpoint,
+    save_training_checkpoint,
+)
+from flow2gan.training.data import make_test_batch, make_train_loaders, make_valid_loaders, set_loader_epoch
+from flow2gan.training.monitor import (
+    Diagnostics,
+    MetricTotals,
+    add_inf_check_hooks,
+    format_metrics,
+    log_test_samples,
+)
+from flow2gan.training.options import TrainOptions
+from flow2gan.training.stages import Stage, autocast_context, build_mel
+
+logger = logging.getLogger(__name__)
+
+StageFactory = Callable[[bool], Stage]  # argument: whether this is a fresh start (start epoch 1)
+DIAGNOSTIC_BATCHES = 5
+
+
+def fix_random_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def setup_logging(exp_dir: Path, rank: int, world_size: int) -> None:
+    """Log to ``exp_dir/log/log-train-<time>[-rank]`` and to stderr (rank 0 at INFO, others WARNING)."""
+    log_dir = exp_dir / "log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    suffix = f"-{rank}" if world_size > 1 else ""
+    handlers: list[logging.Handler] = [
+        logging.FileHandler(log_dir / f"log-train-{time.strftime('%Y-%m-%d-%H-%M-%S')}{suffix}")
+    ]
+    if rank == 0:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+class Trainer:
+    """State of one training run on one rank; ``run`` executes every epoch."""
+
+    def __init__(self, opts: TrainOptions, ctx: distributed.DistContext, make_stage: StageFactory) -> None:
+        self.opts = opts
+        self.ctx = ctx
+        start_epoch = opts.start_epoch
+        if opts.resume == "auto":
+            start_epoch = latest_epoch(opts.exp_dir) + 1
+        self.start_epoch = start_epoch
+        fix_random_seed(opts.seed)
+        self.stage = make_stage(start_epoch == 1)
+        self.model_avg = make_averaged_copy(self.stage.module) if ctx.is_main else None
+        self.batch_idx_train = -1
+        if start_epoch > 1:
+            path = epoch_path(opts.exp_dir, start_epoch - 1)
+            if not path.is_file():
+                raise FileNotFoundError(f"cannot resume at epoch {start_epoch}: {path} does not exist")
+            ckpt = load_training_checkpoint(path, self.stage.module, self.model_avg, self.stage.states())
+            self.batch_idx_train = int(ckpt["batch_idx_train"])
+            self.scaler_state = ckpt.get("grad_scaler")
+        else:
+            self.scaler_state = None
+        self.stage.module.to(ctx.device)
+        self.model: nn.Module = self.stage.module
+        if ctx.distributed:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.model = DistributedDataParallel(
+                self.stage.module, device_ids=ids, find_unused_parameters=True
+            )
+        self.mel = build_mel(self.stage.generator).to(ctx.device)
+        self.scaler = GradScaler(ctx.device.type, enabled=opts.use_fp16, init_scale=1.0)
+        if self.scaler_state:
+            self.scaler.load_state_dict(self.scaler_state)
+        self.diagnostics = Diagnostics(self.stage.module) if opts.print_diagnostics else None
+        if opts.inf_check:
+            add_inf_check_hooks(self.stage.module)
+        self.warned_small_scale = False
+        self.writer = None
+        if ctx.is_main and opts.tensorboard and not opts.print_diagnostics:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(opts.exp_dir / "tensorboard"))
+
+    def build_data(self) -> None:
+        """Training mixer, validation loaders and the TensorBoard test batch."""
+        opts, ctx = self.opts, self.ctx
+        sr = self.stage.generator.config.sampling_rate
+        self.train_data = make_train_loaders(
+            opts.train_recordings,
+            opts.train_dls_weights,
+            sr,
+            opts.batch_size,
+            opts.train_num_workers,
+            duration=opts.duration,
+            max_load_times=opts.max_load_times,
+            world_size=ctx.world_size,
+            rank=ctx.rank,
+        )
+        self.valid_loaders = make_valid_loaders(
+            opts.valid_recordings,
+            sr,
+            opts.batch_size,
+            opts.valid_num_workers,
+            duration=opts.duration,
+            world_size=ctx.world_size,
+            rank=ctx.rank,
+        )
+        self.test_batch = None
+        if self.writer is not None and opts.test_recordings:
+            self.test_batch = make_test_batch(
+                opts.test_recordings, sr, drop_silent=self.stage.test_drop_silent
+            )
+
+    def run(self) -> None:
+        """All epochs from the start epoch; checkpoints at epoch ends."""
+        self.build_data()
+        for epoch in range(self.start_epoch, self.opts.num_epochs + 1):
+            fix_random_seed(self.opts.seed + epoch - 1)
+            set_loader_epoch(self.train_data.loaders, epoch)
+            if self.writer is not None:
+                self.writer.add_scalar("train/epoch", epoch, self.batch_idx_train)
+            self.stage.module.train()
+            finished = self.train_one_epoch(epoch)
+            if not finished:
+                logger.info("diagnostics:\n%s", self.diagnostics.report())
+                return
+            if self.diagnostics is None and (
+                epoch % self.opts.save_every_n == 0 or epoch == self.opts.num_epochs
+            ):
+                self.save(epoch)
+        if self.writer is not None:
+            self.writer.close()
+
+    def train_one_epoch(self, epoch: int) -> bool:
+        """One pass over the mixed training loaders; False when diagnostics stopped it early."""
+        totals: dict[str, MetricTotals] = {}
+        progress = tqdm(desc=f"epoch {epoch}", unit="batch", disable=not self.ctx.is_main, leave=False)
+        batch_idx = 0
+        for loader_index, (audio, lens, names) in self.train_data:
+            if audio.shape[0] == 0:
+                continue
+            batch_idx += 1
+            self.batch_idx_train += 1
+            b = self.batch_idx_train
+            audio, lens = audio.to(self.ctx.device), lens.to(self.ctx.device)
+            try:
+                with autocast_context(self.ctx.device, self.opts.dtype):
+                    mel = self.mel(audio)
+                    result = self.stage.train_step(self.model, mel, audio, lens, b, self.scaler)
+            except Exception:
+                logger.error("training failed at batch %d (epoch %d) on %s", b, epoch, names)
+                self.save_bad_model()
+                raise
+            key = f"{result.kind}_{loader_index}" if result.kind else str(loader_index)
+            totals.setdefault(key, MetricTotals()).add(result.metrics, audio.shape[0])
+            progress.update(1)
+            if self.diagnostics is not None and self.diagnostics.batches(1) == DIAGNOSTIC_BATCHES:
+                return False
+            if self.model_avg is not None and b > 0 and b % self.opts.average_period == 0:
+                update_averaged_model(self.model_avg, self.stage.module, b, self.opts.average_period)
+            if self.opts.use_fp16:
+                self.check_grad_scale(batch_idx)
+            if b % self.opts.log_interval == 0 or (
+                self.stage.paired_steps and b % self.opts.log_interval == 1
+            ):
+                self.log_train(epoch, b, key, result.metrics, totals[key])
+            if b % self.opts.valid_interval == 0:
+                self.validate(b)
+        progress.close()
+        return True
+
+    def check_grad_scale(self, batch_idx: int) -> None:
+        """fp16: grow a small scale periodically; warn (and save) below 0.01; abort below 1e-5."""
+        scale = self.scaler.get_scale()
+        for period, limit in ((25, 2.0), (100, 8.0), (400, 32.0)):
+            if batch_idx % period == 0 and scale < limit:
+                self.scaler.update(scale * 2.0)
+                scale *= 2.0
+        if scale < 0.01 and not self.warned_small_scale:
+            self.warned_small_scale = True
+            logger.warning("grad scale is small: %g", scale)
+            save_atomic(
+                {"model": self.stage.module.state_dict()},
+                self.opts.exp_dir / f"bad-model-first-warning-{self.ctx.rank}.pt",
+            )
+            add_inf_check_hooks(self.stage.module)
+        if scale < 1e-5:
+            raise RuntimeError(f"grad scale is too small ({scale}), exiting: training diverged")
+
+    def log_train(self, epoch: int, b: int, key: str, current: dict, totals: MetricTotals) -> None:
+        """Text log and TensorBoard scalars (current batch, epoch totals, learning rates, grad scale)."""
+        current = {name: float(v) for name, v in current.items()}
+        lrs = self.stage.learning_rates()
+        logger.info(
+            "epoch %d, batch %d, %s: current %s; epoch total %s; lr %s",
+            epoch,
+            b,
+            key,
+            format_metrics(current),
+            format_metrics(totals.means()),
+            ", ".join(f"{v:.3g}" for v in lrs.values()),
+        )
+        if self.writer is None:
+            return
+        dl = key.split("_")[-1]
+        for name, value in current.items():
+            self.writer.add_scalar(f"train/current_{dl}_{name}", value, b)
+        for name, value in totals.means().items():
+            self.writer.add_scalar(f"train/tot_{key}_{name}", value, b)
+        for suffix, lr in lrs.items():
+            self.writer.add_scalar(f"train/learning_rate{suffix}", lr, b)
+        if self.opts.use_fp16:
+            self.writer.add_scalar("train/grad_scale", self.scaler.get_scale(), b)
+
+    @torch.no_grad()
+    def validate(self, b: int) -> None:
+        """Losses on every validation set (summed over ranks), and TensorBoard test samples on rank 0."""
+        self.stage.module.eval()
+        for index, loader in enumerate(self.valid_loaders):
+            totals = MetricTotals()
+            for audio, lens, _ in loader:
+                if audio.shape[0] == 0:
+                    continue
+                audio, lens = audio.to(self.ctx.device), lens.to(self.ctx.device)
+                with autocast_context(self.ctx.device, self.opts.dtype):
+                    metrics = self.stage.valid_step(self.model, self.mel(audio), audio, lens)
+                totals.add(metrics, audio.shape[0])
+            names = sorted(totals.sums)
+            summed = distributed.all_reduce_sum(totals.as_tensor(names, self.ctx.device), self.ctx)
+            means = {n: (summed[0, i] / summed[1, i].clamp(min=1)).item() for i, n in enumerate(names)}
+            logger.info("validation %d at batch %d: %s", index, b, format_metrics(means))
+            if self.writer is not None:
+                for name, value in means.items():
+                    self.writer.add_scalar(f"train/valid_{index}_{name}", value, b)
+        if self.test_batch is not None:
+            audio, lens, _ = self.test_batch
+            audio, lens = audio.to(self.ctx.device), lens.to(self.ctx.device)
+            samples = self.stage.synthesize(self.mel(audio), lens)
+            log_test_samples(self.writer, samples, audio, lens, self.stage.generator.config.sampling_rate, b)
+        self.stage.module.train()
+
+    def checkpoint_params(self, epoch: int) -> dict:
+        """Top-level checkpoint values: progress, options, and the stage's own."""
+        return {
+            **self.opts.to_checkpoint_dict(),
+            **self.stage.checkpoint_params(),
+            "batch_idx_train": self.batch_idx_train,
+            "cur_epoch": epoch,
+            "sampling_rate": self.stage.generator.config.sampling_rate,
+        }
+
+    def save(self, epoch: int) -> None:
+        """``epoch-{epoch}.pt`` from rank 0."""
+        if not self.ctx.is_main:
+            return
+        states = {**self.stage.states(), "grad_scaler": self.scaler}
+        save_training_checkpoint(
+            epoch_path(self.opts.exp_dir, epoch),
+            self.stage.module,
+            self.model_avg,
+            states,
+            self.checkpoint_params(epoch),
+        )
+
+    def save_bad_model(self) -> None:
+        """``bad-model-{rank}.pt`` after a failed batch (model average only on rank 0)."""
+        path = self.opts.exp_dir / f"bad-model-{self.ctx.rank}.pt"
+        states = {**self.stage.states(), "grad_scaler": self.scaler}
+        save_training_checkpoint(path, self.stage.module, self.model_avg, states, self.checkpoint_params(-1))
+        logger.error("saved %s", path)
+
+
+def train_worker(rank: int, world_size: int, opts: TrainOptions, make_stage: StageFactory) -> None:
+    """Entry of one training process (spawned, torchrun or in-process)."""
+    opts.exp_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(opts.exp_dir, rank, world_size)
+    if world_size == 1:
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    ctx = distributed.setup(rank, world_size, opts.master_port, opts.device)
+    logger.info("rank %d/%d on %s; options: %s", rank, world_size, ctx.device, opts)
+    try:
+        Trainer(opts, ctx, make_stage).run()
+    finally:
+        distributed.cleanup(ctx)
+
+
+def train(opts: TrainOptions, make_stage: StageFactory) -> None:
+    """Run training with ``opts.world_size`` processes (or under torchrun)."""
+    distributed.launch(train_worker, opts.world_size, opts, make_stage)

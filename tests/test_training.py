@@ -1,0 +1,238 @@
+"""Stage-1 training through the real CLIs on the project's test_data: learning, checkpoints, resume, DDP."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PARITY, REPO
+
+from flow2gan import get_model
+from flow2gan.bin import finetune, prepare_manifests, pretrain, save_averaged_model
+
+TINY = str(PARITY / "tiny_24k_config.json")
+WAVS = REPO / "test_data" / "wav"
+CKPT_KEYS = {
+    "model",
+    "optimizer",
+    "scheduler",
+    "grad_scaler",
+    "sampler",
+    "model_avg",
+    "batch_idx_train",
+    "cur_epoch",
+}
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("manifests")
+    all_path = root / "all.jsonl.gz"
+    assert prepare_manifests.main(["--wav-dir", str(WAVS), "--out", str(all_path)]) == 0
+    one_dir = root / "one"
+    one_dir.mkdir()
+    first = sorted(WAVS.glob("*.wav"))[0]
+    (one_dir / first.name).write_bytes(first.read_bytes())
+    one_path = root / "one.jsonl.gz"
+    assert prepare_manifests.main(["--wav-dir", str(one_dir), "--out", str(one_path)]) == 0
+    return {"all": all_path, "one": one_path}
+
+
+def common_args(train: Path, valid: Path, exp_dir: Path, epochs: int, *extra: str) -> list[str]:
+    return [
+        "--train-recordings",
+        str(train),
+        "--valid-recordings",
+        str(valid),
+        "--model-name",
+        TINY,
+        "--exp-dir",
+        str(exp_dir),
+        "--num-epochs",
+        str(epochs),
+        "--train-num-workers",
+        "0",
+        "--valid-num-workers",
+        "0",
+        "--tensorboard",
+        "false",
+        *extra,
+    ]
+
+
+def logged_losses(exp_dir: Path) -> dict[int, float]:
+    """Batch index -> current loss, from the training log."""
+    text = "".join(p.read_text() for p in sorted((exp_dir / "log").glob("log-train-*")))
+    return {int(b): float(v) for b, v in re.findall(r"batch (\d+), 0: current loss=([0-9.e+-]+)", text)}
+
+
+def test_pretrain_overfits_one_utterance(manifests, tmp_path):
+    exp = tmp_path / "exp"
+    args = common_args(manifests["one"], manifests["one"], exp, 100, "--batch-size", "1")
+    assert (
+        pretrain.main([*args, "--log-interval", "1", "--valid-interval", "1000", "--save-every-n", "50"]) == 0
+    )
+    losses = logged_losses(exp)
+    assert sorted(losses) == list(range(100))
+    first, last = sum(losses[b] for b in range(10)) / 10, sum(losses[b] for b in range(90, 100)) / 10
+    assert last < 0.7 * first, (first, last)
+    ckpt = torch.load(exp / "epoch-100.pt", weights_only=True)
+    assert CKPT_KEYS <= set(ckpt)
+    assert ckpt["batch_idx_train"] == 99 and ckpt["cur_epoch"] == 100
+    assert ckpt["model_avg"]["cond_encoder.in_proj.weight"].dtype == torch.float32
+    assert (exp / "epoch-50.pt").is_file() and not (exp / "epoch-49.pt").exists()
+
+
+def test_resume_reproduces_uninterrupted_run(manifests, tmp_path):
+    def run(exp: Path, epochs: int, *extra: str) -> None:
+        args = common_args(manifests["all"], manifests["all"], exp, epochs, "--batch-size", "2")
+        assert pretrain.main([*args, "--average-period", "2", "--log-interval", "1", *extra]) == 0
+
+    run(tmp_path / "full", 3)
+    run(tmp_path / "split", 1)
+    run(tmp_path / "split", 3, "--start-epoch", "2")
+    full = torch.load(tmp_path / "full" / "epoch-3.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "epoch-3.pt", weights_only=True)
+    assert full["batch_idx_train"] == split["batch_idx_train"] == 5
+    for key in ("model", "model_avg"):
+        for name, value in full[key].items():
+            torch.testing.assert_close(split[key][name], value, rtol=0, atol=0, msg=f"{key}.{name}")
+    assert logged_losses(tmp_path / "full") == logged_losses(tmp_path / "split")
+    run(tmp_path / "split", 4, "--resume", "auto")
+    assert torch.load(tmp_path / "split" / "epoch-4.pt", weights_only=True)["batch_idx_train"] == 7
+
+
+def test_resume_needs_previous_checkpoint(manifests, tmp_path):
+    args = common_args(manifests["all"], manifests["all"], tmp_path, 3, "--start-epoch", "3")
+    with pytest.raises(FileNotFoundError, match="epoch-2.pt"):
+        pretrain.main(args)
+
+
+def test_save_averaged_model_loads_with_get_model(manifests, tmp_path):
+    exp = tmp_path / "exp"
+    args = common_args(
+        manifests["all"], manifests["all"], exp, 3, "--batch-size", "1", "--average-period", "2"
+    )
+    assert pretrain.main(args) == 0
+    assert (
+        save_averaged_model.main(["--exp-dir", str(exp), "--epoch", "3", "--avg", "2", "--model-name", TINY])
+        == 0
+    )
+    out = exp / "epoch-3-avg-2-use-avg-model.pt"
+    model, _ = get_model(model_name=TINY, checkpoint=out)
+    assert set(torch.load(out, weights_only=True)) == {"model"}
+    assert model.infer(torch.zeros(1, 100, 4)).shape == (1, 1024)
+    plain = ["--exp-dir", str(exp), "--epoch", "3", "--avg", "2", "--use-averaged-model", "false"]
+    assert save_averaged_model.main([*plain, "--model-name", TINY]) == 0
+    get_model(model_name=TINY, checkpoint=exp / "epoch-3-avg-2.pt")
+
+
+def test_nan_loss_saves_bad_model_and_stops(manifests, tmp_path, monkeypatch):
+    from flow2gan.models.generator import MelAudioGenerator
+    from flow2gan.training.stages import NonFiniteLossError
+
+    monkeypatch.setattr(MelAudioGenerator, "fm_loss", lambda self, *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(NonFiniteLossError, match="nan"):
+        pretrain.main(common_args(manifests["all"], manifests["all"], tmp_path, 1))
+    bad = torch.load(tmp_path / "bad-model-0.pt", weights_only=True)
+    assert "model" in bad and bad["batch_idx_train"] == 0
+
+
+def test_diagnostics_runs_five_batches(manifests, tmp_path):
+    args = common_args(manifests["all"], manifests["all"], tmp_path, 2, "--batch-size", "1")
+    assert pretrain.main([*args, "--print-diagnostics", "true"]) == 0
+    log = next((tmp_path / "log").glob("log-train-*")).read_text()
+    assert "diagnostics:" in log and "cond_encoder.in_proj:" in log
+    assert not list(tmp_path.glob("epoch-*.pt"))
+
+
+def test_ddp_two_processes_on_cpu(manifests, tmp_path):
+    args = common_args(
+        manifests["all"], manifests["all"], tmp_path, 1, "--batch-size", "1", "--world-size", "2"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "flow2gan.bin.pretrain", *args, "--master-port", "29517"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "epoch-1.pt", weights_only=True)
+    assert CKPT_KEYS <= set(ckpt) and ckpt["world_size"] == 2
+    assert ckpt["batch_idx_train"] == 1  # 4 files / 2 ranks / batch 1
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+
+
+def test_finetune_alternation_checkpoints_and_export(manifests, tmp_path):
+    pre = tmp_path / "pre"
+    assert pretrain.main(common_args(manifests["all"], manifests["all"], pre, 1, "--batch-size", "2")) == 0
+    assert (
+        save_averaged_model.main(
+            [
+                "--exp-dir",
+                str(pre),
+                "--epoch",
+                "1",
+                "--avg",
+                "1",
+                "--model-name",
+                TINY,
+                "--use-averaged-model",
+                "false",
+            ]
+        )
+        == 0
+    )
+    ft = tmp_path / "ft"
+    args = common_args(manifests["all"], manifests["all"], ft, 3, "--batch-size", "2")
+    args += [
+        "--generator-model-path",
+        str(pre / "epoch-1-avg-1.pt"),
+        "--gan-name",
+        "gan_small_multi_scale_mel_recon",
+        "--gen-start-batch-idx",
+        "2",
+        "--n-timesteps",
+        "2",
+        "--log-interval",
+        "1",
+        "--average-period",
+        "2",
+    ]
+    assert finetune.main(args) == 0
+    log = "".join(p.read_text() for p in (ft / "log").glob("log-train-*"))
+    kinds = dict(re.findall(r"batch (\d+), ([dg])_0: current", log))
+    assert kinds == {"0": "d", "1": "d", "2": "d", "3": "g", "4": "d", "5": "g"}
+    ckpt = torch.load(ft / "epoch-3.pt", weights_only=True)
+    assert {"optimizer_disc", "scheduler_disc"} <= set(ckpt) and ckpt["n_timesteps"] == 2
+    assert ckpt["scheduler_disc"]["batch"] == 4 and ckpt["scheduler"]["batch"] == 2
+    assert any(k.startswith("discriminator.1.") for k in ckpt["model"])
+    resumed = [
+        *args[: args.index("--num-epochs")],
+        "--num-epochs",
+        "4",
+        *args[args.index("--num-epochs") + 2 :],
+    ]
+    assert finetune.main([*resumed, "--start-epoch", "4"]) == 0
+    assert torch.load(ft / "epoch-4.pt", weights_only=True)["batch_idx_train"] == 7
+    export = [
+        "--exp-dir",
+        str(ft),
+        "--epoch",
+        "4",
+        "--avg",
+        "2",
+        "--model-name",
+        TINY,
+        "--load-gan",
+        "true",
+        "--gan-name",
+        "gan_small_multi_scale_mel_recon",
+    ]
+    assert save_averaged_model.main(export) == 0
+    model, _ = get_model(model_name=TINY, checkpoint=ft / "epoch-4-avg-2-use-avg-model-only-gen.pt")
+    assert model.default_n_timesteps == 2
+    assert model.infer(torch.zeros(1, 100, 4)).shape == (1, 1024)
