@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from conftest import PARITY, REPO
 
 from flow2gan import get_model
-from flow2gan.bin import finetune, prepare_manifests, pretrain, save_averaged_model
+from flow2gan.bin import finetune, infer, prepare_manifests, pretrain, save_averaged_model
 
 TINY = str(PARITY / "tiny_24k_config.json")
 WAVS = REPO / "test_data" / "wav"
@@ -236,3 +237,21 @@ def test_finetune_alternation_checkpoints_and_export(manifests, tmp_path):
     model, _ = get_model(model_name=TINY, checkpoint=ft / "epoch-4-avg-2-use-avg-model-only-gen.pt")
     assert model.default_n_timesteps == 2
     assert model.infer(torch.zeros(1, 100, 4)).shape == (1, 1024)
+
+    pred = ft / "wav-epoch-4-avg-2-use-avg-model-pred-step-2"
+    flags = ["--exp-dir", str(ft), "--epoch", "4", "--avg", "2", "--model-name", TINY, "--n-timesteps", "2"]
+    flags += ["--gan-name", "gan_small_multi_scale_mel_recon", "--test-recordings", str(manifests["all"])]
+    assert infer.main([*flags, "--root-path", str(WAVS), "--batch-size", "3", "--num-workers", "0"]) == 0
+    for wav in WAVS.glob("*.wav"):
+        assert sf.info(pred / wav.name).frames == sf.info(wav).frames
+
+
+def test_infer_manifest_with_checkpoint(manifests, tmp_path):
+    out = tmp_path / "out"
+    flags = ["--checkpoint", str(PARITY / "tiny_24k.pt"), "--model-name", TINY, "--load-gan", "false"]
+    flags += ["--test-recordings", str(manifests["all"]), "--root-path", str(WAVS), "--num-workers", "0"]
+    assert infer.main([*flags, "--output-dir", str(out), "--exp-dir", str(tmp_path), "--seed", "1"]) == 0
+    assert sorted(p.name for p in out.glob("*.wav")) == sorted(p.name for p in WAVS.glob("*.wav"))
+    assert list((tmp_path / "log").glob("log-infer-*"))
+    with pytest.raises(SystemExit, match="load-gan"):
+        infer.main([*flags[:4], "--test-recordings", str(manifests["all"]), "--output-dir", str(out)])
