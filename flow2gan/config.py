@@ -59,6 +59,11 @@ class GeneratorConfig:
         if self.branch_reduction not in ("mean", "sum"):
             raise ValueError(f"branch_reduction must be 'mean' or 'sum', got {self.branch_reduction!r}")
 
+    @property
+    def min_mel_frames(self) -> int:
+        """Fewest mel frames the generator accepts: every branch STFT needs more than n_fft / 2 samples."""
+        return max(self.n_ffts) // 2 // self.mel_hop_length + 1
+
     def __getitem__(self, key: str) -> Any:
         """Dict-style access, for scripts written against the reference's attribute dict."""
         return getattr(self, key)

@@ -202,8 +202,10 @@ class MelAudioGenerator(nn.Module):
                 f"mel has {mel.shape[1]} bands but this model expects n_mels={self.config.n_mels} "
                 f"(shape {tuple(mel.shape)})"
             )
-        if mel.shape[-1] < 1:
-            raise ValueError("mel has no frames")
+        if mel.shape[-1] < self.config.min_mel_frames:
+            raise ValueError(
+                f"mel has {mel.shape[-1]} frames, the generator needs at least {self.config.min_mel_frames}"
+            )
         if not torch.isfinite(mel).all():
             raise ValueError("mel contains NaN or inf values")
         return mel
@@ -272,18 +274,44 @@ class MelAudioGenerator(nn.Module):
         ``noise`` is the already-scaled start (B, T); ``n_timesteps=None`` uses the step count the
         loaded checkpoint was made for, else 1. Differentiable when gradients are enabled (GAN stage).
         """
+        n = self.resolve_n_timesteps(n_timesteps)
+        cond_enc = self.encode_cond(cond)
+        n_samples = self.output_length(cond_enc.shape[-1], audio_lens)
+        noise = self.start_noise(cond_enc, n_samples, noise, generator)
+        return self.sample(noise, self.prepare_condition(cond_enc, n_samples), n, audio_lens, clamp_pred)
+
+    def resolve_n_timesteps(self, n_timesteps: int | None) -> int:
+        """``n_timesteps``, or the loaded checkpoint's step count, or 1; must be >= 1."""
         n = n_timesteps if n_timesteps is not None else (self.default_n_timesteps or 1)
         if n < 1:
             raise ValueError(f"n_timesteps must be >= 1, got {n}")
-        cond_enc = self.encode_cond(cond)
-        batch = cond_enc.shape[0]
-        n_samples = self.output_length(cond_enc.shape[-1], audio_lens)
+        return n
+
+    def start_noise(
+        self, like: Tensor, n_samples: int, noise: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
+        """Scaled start noise (B, n_samples) on ``like``'s device/dtype, or a checked user-given one."""
+        batch = like.shape[0]
         if noise is None:
-            noise = torch.randn(batch, n_samples, generator=generator, device=cond_enc.device)
-            noise = noise.to(cond_enc.dtype) * self.config.init_noise_scale
-        elif noise.shape != (batch, n_samples):
+            noise = torch.randn(batch, n_samples, generator=generator, device=like.device)
+            return noise.to(like.dtype) * self.config.init_noise_scale
+        if noise.shape != (batch, n_samples):
             raise ValueError(f"noise must have shape {(batch, n_samples)}, got {tuple(noise.shape)}")
-        return self.sample(noise, self.prepare_condition(cond_enc, n_samples), n, audio_lens, clamp_pred)
+        return noise
+
+    def infer_chunked(
+        self,
+        cond: Tensor,
+        chunk_size: int,
+        n_timesteps: int | None = None,
+        clamp_pred: bool = False,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Like :meth:`infer` (no lengths) but ``chunk_size`` mel frames at a time, with exact context."""
+        from flow2gan.inference import infer_chunked
+
+        return infer_chunked(self, cond, chunk_size, n_timesteps, clamp_pred, noise, generator)
 
     def sample(
         self,
