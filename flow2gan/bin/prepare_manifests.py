@@ -2,6 +2,8 @@
 
 ``python -m flow2gan.bin.prepare_manifests --wav-dir DIR --out recordings.jsonl.gz`` — recording ids are the
 file stems (made unique with the relative path when stems repeat); unreadable files are reported and skipped.
+``--repeat N`` lists every recording N times (ids suffixed ``-rep{k}``) so that a tiny corpus gives training
+epochs of a useful length (each visit draws its own random crop).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from pathlib import Path
 
 from lhotse import Recording, RecordingSet
+from lhotse.utils import fastcopy
 from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
@@ -32,6 +35,14 @@ def scan_recordings(wav_dir: Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -
     return RecordingSet.from_recordings(recordings)
 
 
+def repeat_recordings(recordings: RecordingSet, times: int) -> RecordingSet:
+    """Each recording ``times`` times under ids ``<id>-rep{k}`` (identity for times = 1)."""
+    if times == 1:
+        return recordings
+    copies = [fastcopy(rec, id=f"{rec.id}-rep{k}") for k in range(times) for rec in recordings]
+    return RecordingSet.from_recordings(copies)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Scan ``--wav-dir`` and write ``--out``; exit code 1 when nothing usable was found."""
     parser = argparse.ArgumentParser(
@@ -39,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--wav-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True, help="output manifest, e.g. recordings.jsonl.gz")
+    parser.add_argument("--repeat", type=int, default=1, help="list every recording this many times")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not args.wav_dir.is_dir():
@@ -48,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(recordings) == 0:
         logger.error("no readable audio files under %s", args.wav_dir)
         return 1
+    if args.repeat < 1:
+        logger.error("--repeat must be >= 1")
+        return 1
+    recordings = repeat_recordings(recordings, args.repeat)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     recordings.to_file(args.out)
     logger.info(

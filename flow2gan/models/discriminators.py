@@ -17,6 +17,7 @@ from flow2gan.features import complex_stft
 LRELU_SLOPE = 0.1
 MPD_PERIODS = (2, 3, 5, 7, 11)
 MPD_CHANNELS = (32, 128, 512, 1024, 1024)
+MRD_CHANNELS = 32
 MRD_RESOLUTIONS = (2048, 1024, 512)
 MRD_BAND_EDGES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 MRD_PEAK = 0.8
@@ -132,7 +133,7 @@ def normalize_for_mrd(x: Tensor) -> Tensor:
 class ResolutionDiscriminator(nn.Module):
     """One MRD branch: (B, T) -> score (B, 1, frames, ΣF') and 21 feature maps (4 per band + post)."""
 
-    def __init__(self, window_length: int, channels: int = 32) -> None:
+    def __init__(self, window_length: int, channels: int = MRD_CHANNELS) -> None:
         super().__init__()
         self.window_length = window_length
         self.spec_fn = ComplexSpectrogram(window_length, window_length // 4)
@@ -160,9 +161,9 @@ class ResolutionDiscriminator(nn.Module):
 class MultiResolutionDiscriminator(nn.Module):
     """Multi-resolution (multi-band complex STFT) discriminator: ``forward(y, y_hat)`` -> per-window lists."""
 
-    def __init__(self, resolutions: tuple[int, ...] = MRD_RESOLUTIONS) -> None:
+    def __init__(self, resolutions: tuple[int, ...] = MRD_RESOLUTIONS, channels: int = MRD_CHANNELS) -> None:
         super().__init__()
-        self.discriminators = nn.ModuleList(ResolutionDiscriminator(w) for w in resolutions)
+        self.discriminators = nn.ModuleList(ResolutionDiscriminator(w, channels) for w in resolutions)
 
     def forward(self, y: Tensor, y_hat: Tensor) -> DiscriminatorOutput:
         """(B, T), (B, T) -> (scores_real, scores_fake, fmaps_real, fmaps_fake), 3 windows each."""

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from flow2gan.features import LOG_CLAMP, MelSpectrogram
 from flow2gan.models.discriminators import (
     MPD_CHANNELS,
+    MRD_CHANNELS,
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
 )
@@ -21,11 +22,12 @@ from flow2gan.models.discriminators import (
 
 @dataclass(frozen=True)
 class GANConfig:
-    """Scales ``(n_fft, n_mels)`` of the mel reconstruction loss (hop = n_fft // 4) and the MPD widths."""
+    """Scales ``(n_fft, n_mels)`` of the mel reconstruction loss (hop = n_fft // 4); discriminator widths."""
 
     mel_recon_n_ffts: tuple[int, ...]
     mel_recon_n_mels: tuple[int, ...]
     mpd_channels: tuple[int, ...] = MPD_CHANNELS
+    mrd_channels: int = MRD_CHANNELS
 
     def __post_init__(self) -> None:
         for name in ("mel_recon_n_ffts", "mel_recon_n_mels", "mpd_channels"):
@@ -43,12 +45,13 @@ GAN_CONFIGS: dict[str, GANConfig] = {
         mel_recon_n_mels=(5, 10, 20, 40, 80, 160, 320),
     ),
     "gan_single_scale_mel_recon": GANConfig(mel_recon_n_ffts=(1024,), mel_recon_n_mels=(100,)),
-    # The reference losses with a 16x narrower multi-period discriminator (0.16 M instead of 41 M
-    # parameters): for CPU smoke runs and the mini recipe, not for quality.
+    # The reference losses with much narrower discriminators (MPD 0.16 M instead of 41 M parameters,
+    # MRD 8 instead of 32 channels): for CPU smoke runs and the mini recipe, not for quality.
     "gan_small_multi_scale_mel_recon": GANConfig(
         mel_recon_n_ffts=(32, 64, 128, 256, 512, 1024, 2048),
         mel_recon_n_mels=(5, 10, 20, 40, 80, 160, 320),
         mpd_channels=(8, 16, 32, 64, 64),
+        mrd_channels=8,
     ),
 }
 
@@ -132,16 +135,20 @@ class GAN(nn.Module):
         sampling_rate: int | None = None,
         loss_scales: GANLossScales | None = None,
         mpd_channels: tuple[int, ...] = MPD_CHANNELS,
+        mrd_channels: int = MRD_CHANNELS,
     ) -> None:
         super().__init__()
-        config = GANConfig(mel_recon_n_ffts, mel_recon_n_mels, mpd_channels)
+        config = GANConfig(mel_recon_n_ffts, mel_recon_n_mels, mpd_channels, mrd_channels)
         if sampling_rate is None:
             sampling_rate = generator.config.sampling_rate
         self.sampling_rate = sampling_rate
         self.loss_scales = loss_scales if loss_scales is not None else GANLossScales()
         self.generator = generator
         self.discriminator = nn.ModuleList(
-            [MultiPeriodDiscriminator(channels=config.mpd_channels), MultiResolutionDiscriminator()]
+            [
+                MultiPeriodDiscriminator(channels=config.mpd_channels),
+                MultiResolutionDiscriminator(channels=config.mrd_channels),
+            ]
         )
         self.mel_recon_modules = build_mel_recon_modules(
             sampling_rate, config.mel_recon_n_ffts, config.mel_recon_n_mels
@@ -165,6 +172,7 @@ class GAN(nn.Module):
             sampling_rate,
             loss_scales,
             gan_config.mpd_channels,
+            gan_config.mrd_channels,
         )
 
     @property

@@ -42,6 +42,7 @@ class TrainOptions:
     log_interval: int
     valid_interval: int
     device: str | None
+    warmup_batches: float
 
     def to_checkpoint_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings) to store at the top level of a checkpoint."""
@@ -131,6 +132,7 @@ def add_common_arguments(
     add("--log-interval", type=int, default=50, help="text and TensorBoard log every n batches")
     add("--valid-interval", type=int, default=valid_interval, help="validate every n batches (and at 0)")
     add("--device", type=optional_str, default=None, help="cpu, cuda (default: cuda when available)")
+    add("--warmup-batches", type=float, default=500.0, help="Eden2 LR warm-up length (0.1x -> 1x base LR)")
 
 
 def common_options(args: argparse.Namespace) -> TrainOptions:
@@ -176,6 +178,7 @@ def common_options(args: argparse.Namespace) -> TrainOptions:
         log_interval=args.log_interval,
         valid_interval=args.valid_interval,
         device=args.device,
+        warmup_batches=args.warmup_batches,
     )
 
 

@@ -97,7 +97,7 @@ class FlowMatchingStage:
             lr=fm.base_lr,
             clipping_scale=2.0,
         )
-        self.scheduler = Eden2(self.optimizer, fm.lr_batches, warmup_start=0.1)
+        self.scheduler = Eden2(self.optimizer, fm.lr_batches, opts.warmup_batches, warmup_start=0.1)
 
     def states(self) -> dict[str, Any]:
         """Optimizer and scheduler, under the reference checkpoint keys."""
@@ -173,8 +173,12 @@ class GANStage:
         self.optimizer_d = ScaledAdam(
             self.module.discriminator.named_parameters(), lr=gan_opts.base_lr_disc, clipping_scale=2.0
         )
-        self.scheduler_g = Eden2(self.optimizer_g, gan_opts.lr_batches_gen, warmup_start=0.1)
-        self.scheduler_d = Eden2(self.optimizer_d, gan_opts.lr_batches_disc, warmup_start=0.1)
+        self.scheduler_g = Eden2(
+            self.optimizer_g, gan_opts.lr_batches_gen, opts.warmup_batches, warmup_start=0.1
+        )
+        self.scheduler_d = Eden2(
+            self.optimizer_d, gan_opts.lr_batches_disc, opts.warmup_batches, warmup_start=0.1
+        )
         self.scheduler_g.step_batch(0)
         self.scheduler_d.step_batch(0)
 
