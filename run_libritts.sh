@@ -32,13 +32,7 @@ finetune_gpus=${finetune_gpus:-1}
 infer_batch_size=${infer_batch_size:-64}
 metrics_n_proc=${metrics_n_proc:-20}
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --*) name=${1#--}; name=${name//-/_}; [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 2; }
-         printf -v "$name" '%s' "$2"; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+. recipes/parse_options.sh
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') [run_libritts] $*"; }
 needs_libritts() {

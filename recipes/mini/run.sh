@@ -2,7 +2,8 @@
 # Mini recipe: the whole Flow2GAN pipeline on a laptop CPU, on the project's own test_data/ (plus more
 # espeak-ng speech when espeak-ng and sox are installed). It shows the method learning end to end:
 #   0 data + untrained baseline, 1 flow-matching pre-training, 2 averaging, 3 GAN fine-tuning (N steps),
-#   4 export, 5 vocode the held-out utterances, 6 score them (PESQ/STOI) and print a table.
+#   4 export, 5 vocode the held-out utterances (and all of test_data/ with the final model),
+#   6 score the held-out utterances (PESQ/STOI) and print a table.
 # Every setting below can be overridden from the environment or as --name value (e.g. --stage 3).
 # Usage: bash recipes/mini/run.sh [--stage 0] [--stop-stage 6] [--out exp/mini] ...
 set -euo pipefail
@@ -26,13 +27,7 @@ gen_start=${gen_start:-20}                # discriminator-only batches before G/
 n_timesteps=${n_timesteps:-2}
 threads=${threads:-2}
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --*) name=${1#--}; name=${name//-/_}; [ $# -ge 2 ] || { echo "missing value for $1" >&2; exit 2; }
-         printf -v "$name" '%s' "$2"; shift 2 ;;
-    *) echo "unknown argument $1" >&2; exit 2 ;;
-  esac
-done
+. recipes/parse_options.sh
 
 export OMP_NUM_THREADS=$threads
 data=$out/data
@@ -120,6 +115,11 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     IFS='|' read -r name ckpt steps <<< "$system"
     $python -m flow2gan.bin.infer_dir --checkpoint "$ckpt" --model-name "$model_name" --n-timesteps "$steps" \
       --input-dir "$data/heldout_wav" --output-dir "$out/pred/$name" --overwrite yes
+  done
+  log "stage 5: vocoding all of test_data/ (wavs and mels) with the fine-tuned model -> $out/vocoded"
+  for input in wav mel; do
+    $python -m flow2gan.bin.infer_dir --checkpoint "$ft_ckpt" --model-name "$model_name" \
+      --n-timesteps "$n_timesteps" --input-dir "test_data/$input" --output-dir "$out/vocoded/$input" --overwrite yes
   done
 fi
 
