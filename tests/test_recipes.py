@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import soundfile as sf
 from conftest import REPO
 from lhotse import RecordingSet
@@ -64,3 +63,45 @@ def test_run_libritts_missing_root_is_a_clear_message(tmp_path):
     )
     assert result.returncode == 1
     assert "LibriTTS not found" in result.stderr and "Traceback" not in result.stderr
+
+
+MINI_SHORT = [
+    "--extra-speech",
+    "no",
+    "--repeat",
+    "16",
+    "--pretrain-epochs",
+    "20",
+    "--pretrain-avg",
+    "5",
+    "--finetune-epochs",
+    "2",
+    "--finetune-avg",
+    "1",
+    "--gen-start",
+    "4",
+    "--threads",
+    "2",
+]
+
+
+def test_mini_recipe_end_to_end(tmp_path):
+    out = tmp_path / "mini"
+    result = run_script("recipes/mini/run.sh", "--out", str(out), *MINI_SHORT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert (out / "exp-pretrain" / "epoch-20-avg-5-use-avg-model.pt").is_file()
+    assert (out / "exp-finetune-step-2" / "epoch-2-avg-1-use-avg-model-only-gen.pt").is_file()
+    assert list((out / "exp-pretrain" / "tensorboard").glob("events.out.tfevents.*"))
+    for wav in (REPO / "test_data" / "wav").glob("*.wav"):
+        assert sf.info(out / "vocoded" / "wav" / wav.name).frames >= sf.info(wav).frames
+    assert len(list((out / "vocoded" / "mel").glob("*.wav"))) == len(
+        list((REPO / "test_data" / "mel").glob("*.pt"))
+    )
+    scores = {
+        system: json.loads((out / "pred" / system / "metrics_summary.json").read_text())["means"]
+        for system in ("untrained", "stage1-2step", "stage1-4step", "finetuned-2step")
+    }
+    assert "| finetuned-2step |" in (out / "results.md").read_text()
+    for system in ("stage1-2step", "finetuned-2step"):
+        assert scores[system]["pesq"] > scores["untrained"]["pesq"], scores
+        assert scores[system]["mr_stft"] < scores["untrained"]["mr_stft"] - 0.1, scores

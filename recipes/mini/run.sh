@@ -19,12 +19,14 @@ heldout=${heldout:-us_female_question}    # test_data/wav/<heldout>.wav is never
 extra_speech=${extra_speech:-auto}        # auto | yes | no: more espeak-ng utterances for training
 repeat=${repeat:-16}                      # manifest repeats: each epoch visits every file this often
 batch_size=${batch_size:-8}
-pretrain_epochs=${pretrain_epochs:-30}
-pretrain_avg=${pretrain_avg:-10}
-finetune_epochs=${finetune_epochs:-6}
-finetune_avg=${finetune_avg:-2}
+pretrain_epochs=${pretrain_epochs:-80}
+pretrain_avg=${pretrain_avg:-20}
+finetune_epochs=${finetune_epochs:-12}
+finetune_avg=${finetune_avg:-4}
 gen_start=${gen_start:-20}                # discriminator-only batches before G/D alternation
 n_timesteps=${n_timesteps:-2}
+warmup_batches=${warmup_batches:-100}     # the paper's 500-batch LR warm-up is most of a mini run
+pretrain_lr=${pretrain_lr:-0.035}
 threads=${threads:-2}
 
 . recipes/parse_options.sh
@@ -35,7 +37,7 @@ pre=$out/exp-pretrain
 ft=$out/exp-finetune-step-$n_timesteps
 common=(--model-name "$model_name" --batch-size "$batch_size" --train-num-workers 1 --valid-num-workers 0
         --train-recordings "$data/train.jsonl.gz" --valid-recordings "$data/valid.jsonl.gz"
-        --test-recordings "$data/test.jsonl.gz" --tensorboard true --seed 42)
+        --test-recordings "$data/test.jsonl.gz" --tensorboard true --seed 42 --warmup-batches "$warmup_batches")
 log() { echo "$(date '+%H:%M:%S') [mini] $*"; }
 
 extra_sentences=(
@@ -81,7 +83,7 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: flow-matching pre-training ($pretrain_epochs epochs)"
   $python -m flow2gan.bin.pretrain "${common[@]}" --exp-dir "$pre" --num-epochs "$pretrain_epochs" \
-    --save-every-n 1 --average-period 20 --log-interval 50 --valid-interval 200 --save-infer-steps 2,4
+    --base-lr "$pretrain_lr" --save-every-n 1 --average-period 20 --log-interval 50 --valid-interval 200 --save-infer-steps 2,4
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
