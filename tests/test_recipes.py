@@ -9,6 +9,7 @@ from pathlib import Path
 import soundfile as sf
 from conftest import REPO
 from lhotse import RecordingSet
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 PARTS = ("train-clean-100", "train-other-500", "dev-clean", "dev-other", "test-clean", "test-other")
 
@@ -91,7 +92,27 @@ def test_mini_recipe_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert (out / "exp-pretrain" / "epoch-20-avg-5-use-avg-model.pt").is_file()
     assert (out / "exp-finetune-step-2" / "epoch-2-avg-1-use-avg-model-only-gen.pt").is_file()
-    assert list((out / "exp-pretrain" / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(out / "exp-pretrain" / "tensorboard")).Reload()
+    scalars, audio = set(events.Tags()["scalars"]), set(events.Tags()["audio"])
+    assert {
+        "train/learning_rate",
+        "train/current_0_loss",
+        "train/tot_0_loss",
+        "train/valid_0_loss",
+    } <= scalars
+    assert {
+        "train/epoch",
+        "valid/test_audio_0_gt",
+        "valid/test_audio_0_step_2",
+        "valid/test_audio_0_step_4",
+    } <= (scalars | audio)
+    ft_events = EventAccumulator(str(out / "exp-finetune-step-2" / "tensorboard")).Reload()
+    assert {
+        "train/learning_rate_g",
+        "train/learning_rate_d",
+        "train/tot_d_0_loss_d",
+        "train/tot_d_0_disc_loss_mr",
+    } <= set(ft_events.Tags()["scalars"])
     for wav in (REPO / "test_data" / "wav").glob("*.wav"):
         assert sf.info(out / "vocoded" / "wav" / wav.name).frames >= sf.info(wav).frames
     assert len(list((out / "vocoded" / "mel").glob("*.wav"))) == len(

@@ -304,8 +304,6 @@ def train_worker(rank: int, world_size: int, opts: TrainOptions, make_stage: Sta
     """Entry of one training process (spawned, torchrun or in-process)."""
     opts.exp_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(opts.exp_dir, rank, world_size)
-    if world_size == 1:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
     ctx = distributed.setup(rank, world_size, opts.master_port, opts.device)
     logger.info("rank %d/%d on %s; options: %s", rank, world_size, ctx.device, opts)
     try:
