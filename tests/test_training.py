@@ -255,3 +255,10 @@ def test_infer_manifest_with_checkpoint(manifests, tmp_path):
     assert list((tmp_path / "log").glob("log-infer-*"))
     with pytest.raises(SystemExit, match="load-gan"):
         infer.main([*flags[:4], "--test-recordings", str(manifests["all"]), "--output-dir", str(out)])
+
+
+def test_fp16_with_inf_check(manifests, tmp_path):
+    args = common_args(manifests["all"], manifests["all"], tmp_path, 1, "--batch-size", "2")
+    assert pretrain.main([*args, "--use-fp16", "true", "--inf-check", "true"]) == 0
+    ckpt = torch.load(tmp_path / "epoch-1.pt", weights_only=True)
+    assert ckpt["dtype"] == "fp16" and ckpt["grad_scaler"]["scale"] > 0
