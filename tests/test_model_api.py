@@ -154,3 +154,15 @@ def test_reproducible_noise_with_generator():
     a = model.infer(mel, n_timesteps=2, generator=torch.Generator().manual_seed(3))
     b = model.infer(mel, n_timesteps=2, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b) and a.shape == (2, 8 * 256)
+
+
+@torch.inference_mode()
+def test_bf16_autocast_inference_runs_close_to_fp32():
+    model = tiny_model().eval()
+    mel = torch.load(REPO / "test_data" / "mel" / "us_male_fox.pt", weights_only=True)[..., :40]
+    noise = 0.1 * torch.randn(1, 40 * 256)
+    fp32 = model.infer(mel, n_timesteps=2, noise=noise)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model.infer(mel, n_timesteps=2, noise=noise)
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    assert 0 < (bf16 - fp32).abs().max() < 0.05

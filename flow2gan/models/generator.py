@@ -135,7 +135,7 @@ class BranchEstimator(nn.Module):
         out = self.decoder(torch.cat([spec.real, spec.imag], dim=1), cond_terms, time_scales, mask)
         if mask is not None:
             out = out * mask
-        real, imag = out.chunk(2, dim=1)
+        real, imag = out.float().chunk(2, dim=1)  # the iSTFT runs in fp32 under autocast
         audio = torch.istft(
             torch.complex(real, imag),
             n_fft=self.n_fft,
