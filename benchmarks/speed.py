@@ -25,6 +25,8 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from flow2gan.runtime import tune_malloc
+
 SAMPLE_RATE = 24000
 MEL_HOP = 256
 N_MELS = 100
@@ -41,7 +43,6 @@ ROWS = (
     "flow2gan-1-long",
 )
 GEMM_ROWS = ("gemm", "gemm-conv1x1")
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=17179869184:glibc.malloc.trim_threshold=17179869184"
 QUICK = {"batch_size": 2, "seconds": 0.5, "long_seconds": 4.0, "runs": 1, "warmup": 1, "time_budget": 2.0}
 
 
@@ -103,6 +104,8 @@ def timed(forward: Callable[[], Tensor], device: torch.device) -> tuple[Tensor, 
 def measure(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """Benchmark one row in this process: FLOP-counted warm-up, more warm-ups, then timed runs."""
     device = torch.device(cfg["device"])
+    if cfg["tune_malloc"]:
+        tune_malloc()
     load = os.getloadavg()
     torch.set_num_threads(cfg["threads"])
     torch.manual_seed(0)
@@ -163,8 +166,6 @@ def run_in_subprocess(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
         result_path = Path(tmp) / "result.json"
         cmd = [sys.executable, __file__, "--worker", name, "--worker-out", str(result_path)]
         env = dict(os.environ)
-        if cfg["tune_malloc"]:
-            env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
         proc = subprocess.run([*cmd, "--worker-config", json.dumps(cfg)], env=env, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"benchmark row {name!r} failed with exit code {proc.returncode}")
@@ -239,9 +240,10 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="tiny smoke run: " + json.dumps(QUICK))
     parser.add_argument(
-        "--tune-malloc",
-        action="store_true",
-        help=f"run workers with GLIBC_TUNABLES={MALLOC_TUNABLES}\n(freed memory stays in the heap)",
+        "--no-tune-malloc",
+        dest="tune_malloc",
+        action="store_false",
+        help="leave glibc malloc at its defaults (else every row calls flow2gan.runtime.tune_malloc)",
     )
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per row")
     parser.add_argument("--profile-rows", type=int, default=25)

@@ -22,6 +22,7 @@ from flow2gan.audio import save_audio
 from flow2gan.bin.common import optional_str, str2bool
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.pretrained import get_model, pretrained_info
+from flow2gan.runtime import tune_malloc
 from flow2gan.training.data import make_test_loader
 from flow2gan.training.export import averaged_model_name, load_experiment_generator
 from flow2gan.training.stages import build_mel
@@ -92,6 +93,7 @@ def output_path(output_dir: Path, source: str, root: str | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Vocode the manifest; returns 0."""
     args = parser().parse_args(argv)
+    tune_malloc()
     if not args.test_recordings:
         raise SystemExit("--test-recordings is required")
     log_dir = args.exp_dir / "log"

@@ -46,6 +46,7 @@ from flow2gan.features import LOG_CLAMP, LogMelSpectrogram
 from flow2gan.inference import infer_chunked
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.pretrained import get_model, pretrained_info
+from flow2gan.runtime import tune_malloc
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_args(parser, args)
+    tune_malloc()
     model = load_model(parser, args)
     summary = Summary()
     jobs = plan_jobs(args, summary)

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from flow2gan.checkpoint import save_atomic
+from flow2gan.runtime import tune_malloc
 from flow2gan.training import distributed
 from flow2gan.training.averaging import make_averaged_copy, update_averaged_model
 from flow2gan.training.checkpoints import (
@@ -304,6 +305,7 @@ def train_worker(rank: int, world_size: int, opts: TrainOptions, make_stage: Sta
     """Entry of one training process (spawned, torchrun or in-process)."""
     opts.exp_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(opts.exp_dir, rank, world_size)
+    tune_malloc()
     ctx = distributed.setup(rank, world_size, opts.master_port, opts.device)
     logger.info("rank %d/%d on %s; options: %s", rank, world_size, ctx.device, opts)
     try:

