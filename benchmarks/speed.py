@@ -75,6 +75,9 @@ def build_row(name: str, cfg: dict[str, Any], device: torch.device) -> tuple[Cal
         from flow2gan import MelAudioGenerator, get_generator_config
 
         model = MelAudioGenerator(get_generator_config("mel_24k_base")).eval().to(device)
+        if cfg["compile"]:
+            for estimator in model.estimators:  # the STFT/iSTFT stay eager: compiling istft takes minutes
+                estimator.decoder.forward = torch.compile(estimator.decoder.forward, dynamic=False)
         steps = int(name.split("-")[1])
         if name.endswith("-long"):
             mel = random_mel(1, cfg["long_seconds"], device)
@@ -245,6 +248,11 @@ def parse_args() -> argparse.Namespace:
         action="store_false",
         help="leave glibc malloc at its defaults (else every row calls flow2gan.runtime.tune_malloc)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the flow2gan decoders (warm-up includes compiling)",
+    )
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per row")
     parser.add_argument("--profile-rows", type=int, default=25)
     parser.add_argument("--json", type=Path, help="write environment and results to this file")
@@ -274,6 +282,7 @@ def main() -> None:
         "warmup": max(1, args.warmup),
         "time_budget": args.time_budget,
         "tune_malloc": args.tune_malloc,
+        "compile": args.compile,
         "profile": args.profile,
         "profile_rows": args.profile_rows,
     }
