@@ -1,22 +1,32 @@
-"""flow2gan: few-step mel-to-waveform generation with flow matching and GAN fine-tuning."""
+"""flow2gan: few-step mel-to-waveform generation with flow matching and GAN fine-tuning.
 
-from flow2gan.checkpoint import load_checkpoint
-from flow2gan.config import CONFIGS, GeneratorConfig, get_generator_config
-from flow2gan.features import LinearFilterSpectrogram, LogMelSpectrogram, MelSpectrogram
-from flow2gan.models.generator import MelAudioGenerator
-from flow2gan.pretrained import HF_MODELS, get_model
+Names are imported lazily, so ``flow2gan.onnx`` works in an environment without torch.
+"""
 
-__all__ = [
-    "CONFIGS",
-    "HF_MODELS",
-    "GeneratorConfig",
-    "LinearFilterSpectrogram",
-    "LogMelSpectrogram",
-    "MelAudioGenerator",
-    "MelSpectrogram",
-    "get_generator_config",
-    "get_model",
-    "load_checkpoint",
-]
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_checkpoint": "flow2gan.checkpoint",
+    "CONFIGS": "flow2gan.config",
+    "GeneratorConfig": "flow2gan.config",
+    "get_generator_config": "flow2gan.config",
+    "LinearFilterSpectrogram": "flow2gan.features",
+    "LogMelSpectrogram": "flow2gan.features",
+    "MelSpectrogram": "flow2gan.features",
+    "MelAudioGenerator": "flow2gan.models.generator",
+    "HF_MODELS": "flow2gan.pretrained",
+    "get_model": "flow2gan.pretrained",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'flow2gan' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,0 +1,169 @@
+"""Deployment export of the whole N-step sampler as one graph (ONNX or TorchScript).
+
+``torch.istft`` does not export to a graph onnxruntime accepts, so the export path uses
+:class:`MatmulISTFT` (inverse real DFT as a matmul, overlap-add with ``conv_transpose1d``, division by
+the overlap-added squared window) and :class:`ConvSTFT` (reflect padding + strided ``conv1d`` with
+windowed DFT bases). Both equal ``torch.istft`` / ``torch.stft`` (centred, one-sided) to float
+precision; the eager model keeps the torch ops. Exported inputs: ``mel`` (B, n_mels, F) and the scaled
+start ``noise`` (B, F * mel_hop) (``0.1 * randn``); output ``audio`` (B, F * mel_hop), clamped to [-1, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.modules import fit_length
+
+
+def dft_bases(n_fft: int) -> tuple[Tensor, Tensor]:
+    """Real/imag DFT bases for the one-sided spectrum: cos and -sin, each (n_fft // 2 + 1, n_fft)."""
+    k = torch.arange(n_fft // 2 + 1, dtype=torch.float64).unsqueeze(1)
+    n = torch.arange(n_fft, dtype=torch.float64).unsqueeze(0)
+    angle = 2 * math.pi * k * n / n_fft
+    return torch.cos(angle), -torch.sin(angle)
+
+
+class ConvSTFT(nn.Module):
+    """Centred, reflect-padded one-sided STFT as a strided conv: (B, T) -> real, imag (B, N/2+1, 1+T//hop)."""
+
+    def __init__(self, n_fft: int, hop_length: int, window: Tensor) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        cos, sin = dft_bases(n_fft)
+        win = window.to(torch.float64)
+        kernel = torch.cat([cos * win, sin * win]).unsqueeze(1).float()  # (2 * (N/2+1), 1, N)
+        self.register_buffer("kernel", kernel)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T) -> (real, imag), each (B, n_fft // 2 + 1, 1 + T // hop)."""
+        pad = self.n_fft // 2
+        padded = nn.functional.pad(x.unsqueeze(1), (pad, pad), mode="reflect")
+        spec = nn.functional.conv1d(padded, self.kernel, stride=self.hop_length)
+        return spec.chunk(2, dim=1)
+
+
+class MatmulISTFT(nn.Module):
+    """``torch.istft(center=True)`` without complex ops: real, imag (B, N/2+1, F) -> (B, hop * (F - 1))."""
+
+    def __init__(self, n_fft: int, hop_length: int, window: Tensor) -> None:
+        super().__init__()
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        cos, sin = dft_bases(n_fft)
+        scale = torch.full((n_fft // 2 + 1, 1), 2.0 / n_fft, dtype=torch.float64)
+        scale[0] = scale[-1] = 1.0 / n_fft  # DC and Nyquist appear once; their imaginary parts drop out
+        win = window.to(torch.float64)
+        self.register_buffer("inv_real", (cos * scale * win).float())  # (N/2+1, N)
+        self.register_buffer("inv_imag", (sin * scale * win).float())
+        self.register_buffer("eye", torch.eye(n_fft).unsqueeze(1))  # (N, 1, N): overlap-add kernel
+        self.register_buffer("win_sq", (win**2).float().view(1, n_fft, 1))
+
+    def forward(self, real: Tensor, imag: Tensor) -> Tensor:
+        """(B, N/2+1, F) x 2 -> (B, hop * (F - 1))."""
+        frames = torch.matmul(real.transpose(1, 2), self.inv_real) + torch.matmul(
+            imag.transpose(1, 2), self.inv_imag
+        )
+        signal = nn.functional.conv_transpose1d(frames.transpose(1, 2), self.eye, stride=self.hop_length)
+        ones = torch.ones_like(real[:1, :1, :]).expand(1, self.n_fft, -1)
+        envelope = nn.functional.conv_transpose1d(ones * self.win_sq, self.eye, stride=self.hop_length)
+        pad = self.n_fft // 2
+        length = self.hop_length * (real.shape[-1] - 1)
+        return (signal / envelope)[:, 0, pad : pad + length]
+
+
+class ExportableSampler(nn.Module):
+    """The N-step Euler sampler with export-friendly STFTs: mel (B, M, F), noise (B, F*hop) -> (B, F*hop)."""
+
+    def __init__(self, model: MelAudioGenerator, n_timesteps: int) -> None:
+        super().__init__()
+        if n_timesteps < 1:
+            raise ValueError(f"n_timesteps must be >= 1, got {n_timesteps}")
+        self.model = model.eval()
+        self.n_timesteps = n_timesteps
+        self.stfts = nn.ModuleList(ConvSTFT(e.n_fft, e.hop_length, e.fft.window) for e in model.estimators)
+        self.istfts = nn.ModuleList(
+            MatmulISTFT(e.n_fft, e.hop_length, e.ifft.window) for e in model.estimators
+        )
+
+    def estimate(self, x: Tensor, branch_terms: list[list[Tensor]], t: Tensor) -> Tensor:
+        """Endpoint prediction for (B, T) at a scalar time t."""
+        outs = []
+        for est, terms, stft, istft in zip(
+            self.model.estimators, branch_terms, self.stfts, self.istfts, strict=True
+        ):
+            real, imag = stft(x)
+            time = t.expand(x.shape[0])
+            out = est.decoder(torch.cat([real, imag], dim=1), terms, est.decoder.time_scales(time), None)
+            out_real, out_imag = out.chunk(2, dim=1)
+            outs.append(fit_length(istft(out_real, out_imag), x.shape[-1]))
+        return self.model.fuse_branches(torch.stack(outs, dim=1))
+
+    def forward(self, mel: Tensor, noise: Tensor) -> Tensor:
+        """(B, M, F), (B, F * hop) -> (B, F * hop) audio in [-1, 1]."""
+        cond_enc = self.model.cond_encoder(mel) if self.model.cond_encoder is not None else mel
+        n_samples = noise.shape[-1]
+        branch_terms = [est.cond_terms(cond_enc, n_samples) for est in self.model.estimators]
+        x = noise
+        dt = 1.0 / self.n_timesteps
+        for k in range(self.n_timesteps):
+            t = torch.full((1,), k / self.n_timesteps, dtype=x.dtype, device=x.device)
+            pred = self.estimate(x, branch_terms, t)
+            x = x + (pred - x) / (1 - t) * dt
+        return x.clamp(-1.0, 1.0)
+
+
+def export_sampler(
+    model: MelAudioGenerator, n_timesteps: int, output: Path, fmt: str = "onnx", frames: int = 32
+) -> Path:
+    """Write the N-step sampler to ``output`` as ONNX (dynamic batch and frame axes) or TorchScript."""
+    sampler = ExportableSampler(model, n_timesteps).eval()
+    cfg = model.config
+    mel = torch.randn(2, cfg.n_mels, frames)
+    noise = cfg.init_noise_scale * torch.randn(2, frames * cfg.mel_hop_length)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            torch.jit.trace(sampler, (mel, noise), check_trace=False).save(str(output))
+        return output
+    if fmt != "onnx":
+        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+    batch, n_frames = torch.export.Dim("batch"), torch.export.Dim("frames", min=cfg.min_mel_frames)
+    shapes = {"mel": {0: batch, 2: n_frames}, "noise": {0: batch, 1: n_frames * cfg.mel_hop_length}}
+    with torch.no_grad():
+        program = torch.onnx.export(
+            sampler,
+            (mel, noise),
+            input_names=["mel", "noise"],
+            output_names=["audio"],
+            dynamic_shapes=shapes,
+            dynamo=True,
+            opset_version=18,
+        )
+    program.save(str(output))
+    add_metadata(
+        output,
+        {
+            "mel_hop_length": cfg.mel_hop_length,
+            "n_timesteps": n_timesteps,
+            "sampling_rate": cfg.sampling_rate,
+        },
+    )
+    return output
+
+
+def add_metadata(path: Path, values: dict[str, object]) -> None:
+    """Store key/value strings in an ONNX file's metadata (read back by ``OnnxVocoder``)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(proto, str(path))
