@@ -17,7 +17,6 @@ import torch
 from torch import Tensor, nn
 
 from flow2gan.models.generator import MelAudioGenerator
-from flow2gan.models.modules import fit_length
 
 
 def dft_bases(n_fft: int) -> tuple[Tensor, Tensor]:
@@ -77,6 +76,23 @@ class MatmulISTFT(nn.Module):
         return (signal / envelope)[:, 0, pad : pad + length]
 
 
+class ExportTransform(nn.Module):
+    """Export-friendly ``analyze``/``synthesize`` pair for one branch (see ``BranchEstimator``)."""
+
+    def __init__(self, n_fft: int, hop_length: int, fft_window: Tensor, ifft_window: Tensor) -> None:
+        super().__init__()
+        self.stft = ConvSTFT(n_fft, hop_length, fft_window)
+        self.istft = MatmulISTFT(n_fft, hop_length, ifft_window)
+
+    def analyze(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T) -> real, imag (B, n_fft // 2 + 1, 1 + T // hop)."""
+        return self.stft(x)
+
+    def synthesize(self, real: Tensor, imag: Tensor) -> Tensor:
+        """real, imag (B, n_fft // 2 + 1, F) -> (B, hop * (F - 1))."""
+        return self.istft(real, imag)
+
+
 class ExportableSampler(nn.Module):
     """The N-step Euler sampler with export-friendly STFTs: mel (B, M, F), noise (B, F*hop) -> (B, F*hop)."""
 
@@ -86,36 +102,17 @@ class ExportableSampler(nn.Module):
             raise ValueError(f"n_timesteps must be >= 1, got {n_timesteps}")
         self.model = model.eval()
         self.n_timesteps = n_timesteps
-        self.stfts = nn.ModuleList(ConvSTFT(e.n_fft, e.hop_length, e.fft.window) for e in model.estimators)
-        self.istfts = nn.ModuleList(
-            MatmulISTFT(e.n_fft, e.hop_length, e.ifft.window) for e in model.estimators
+        self.transforms = nn.ModuleList(
+            ExportTransform(e.n_fft, e.hop_length, e.fft.window, e.ifft.window) for e in model.estimators
         )
-
-    def estimate(self, x: Tensor, branch_terms: list[list[Tensor]], t: Tensor) -> Tensor:
-        """Endpoint prediction for (B, T) at a scalar time t."""
-        outs = []
-        for est, terms, stft, istft in zip(
-            self.model.estimators, branch_terms, self.stfts, self.istfts, strict=True
-        ):
-            real, imag = stft(x)
-            time = t.expand(x.shape[0])
-            out = est.decoder(torch.cat([real, imag], dim=1), terms, est.decoder.time_scales(time), None)
-            out_real, out_imag = out.chunk(2, dim=1)
-            outs.append(fit_length(istft(out_real, out_imag), x.shape[-1]))
-        return self.model.fuse_branches(torch.stack(outs, dim=1))
 
     def forward(self, mel: Tensor, noise: Tensor) -> Tensor:
         """(B, M, F), (B, F * hop) -> (B, F * hop) audio in [-1, 1]."""
         cond_enc = self.model.cond_encoder(mel) if self.model.cond_encoder is not None else mel
-        n_samples = noise.shape[-1]
-        branch_terms = [est.cond_terms(cond_enc, n_samples) for est in self.model.estimators]
-        x = noise
-        dt = 1.0 / self.n_timesteps
-        for k in range(self.n_timesteps):
-            t = torch.full((1,), k / self.n_timesteps, dtype=x.dtype, device=x.device)
-            pred = self.estimate(x, branch_terms, t)
-            x = x + (pred - x) / (1 - t) * dt
-        return x.clamp(-1.0, 1.0)
+        prepared = self.model.prepare_condition(cond_enc, noise.shape[-1])
+        return self.model.sample(
+            noise, prepared, self.n_timesteps, clamp_pred=True, transforms=self.transforms
+        )
 
 
 def export_sampler(

@@ -125,26 +125,38 @@ class BranchEstimator(nn.Module):
         cond = cond_enc.repeat_interleave(self.upsample_factor, dim=-1)
         return self.decoder.cond_terms(fit_length(cond, self.n_frames(n_samples)))
 
-    def forward(
-        self, x: Tensor, cond_terms: list[Tensor], time_scales: list[Tensor], lengths: Tensor | None
-    ) -> Tensor:
-        """(B, T) -> (B, T); the last ``T mod hop`` samples are zeros."""
-        n_samples = x.shape[-1]
+    def analyze(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Centred STFT of (B, T) -> real, imag (B, n_fft // 2 + 1, 1 + T // hop)."""
         spec = complex_stft(x, self.n_fft, self.hop_length, self.fft.window)
-        mask = None if lengths is None else frame_mask(lengths, self.hop_length, spec.shape[-1])
-        out = self.decoder(torch.cat([spec.real, spec.imag], dim=1), cond_terms, time_scales, mask)
+        return spec.real, spec.imag
+
+    def synthesize(self, real: Tensor, imag: Tensor) -> Tensor:
+        """Centred iSTFT of real, imag (B, n_fft // 2 + 1, F) -> (B, hop * (F - 1))."""
+        spec = torch.complex(real, imag)
+        return torch.istft(spec, self.n_fft, self.hop_length, self.n_fft, self.ifft.window, center=True)
+
+    def forward(
+        self,
+        x: Tensor,
+        cond_terms: list[Tensor],
+        time_scales: list[Tensor],
+        lengths: Tensor | None,
+        transform: nn.Module | None = None,
+    ) -> Tensor:
+        """(B, T) -> (B, T); the last ``T mod hop`` samples are zeros.
+
+        ``transform`` (with ``analyze``/``synthesize`` like this module's) replaces torch.stft/istft,
+        e.g. by the export-friendly versions of :mod:`flow2gan.export`.
+        """
+        transform = self if transform is None else transform
+        n_samples = x.shape[-1]
+        real, imag = transform.analyze(x)
+        mask = None if lengths is None else frame_mask(lengths, self.hop_length, real.shape[-1])
+        out = self.decoder(torch.cat([real, imag], dim=1), cond_terms, time_scales, mask)
         if mask is not None:
             out = out * mask
         real, imag = out.float().chunk(2, dim=1)  # the iSTFT runs in fp32 under autocast
-        audio = torch.istft(
-            torch.complex(real, imag),
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.n_fft,
-            window=self.ifft.window,
-            center=True,
-        )
-        return fit_length(audio, n_samples)
+        return fit_length(transform.synthesize(real, imag), n_samples)
 
 
 @dataclass(frozen=True)
@@ -221,7 +233,12 @@ class MelAudioGenerator(nn.Module):
         return PreparedCondition(n_samples, terms)
 
     def estimate_prepared(
-        self, x: Tensor, cond: PreparedCondition, t: Tensor, lengths: Tensor | None
+        self,
+        x: Tensor,
+        cond: PreparedCondition,
+        t: Tensor,
+        lengths: Tensor | None,
+        transforms: nn.ModuleList | None = None,
     ) -> Tensor:
         """Endpoint prediction from a prepared condition: x (B, T), t (B,) or (B, 1) -> (B, T)."""
         if x.shape[-1] != cond.n_samples:
@@ -229,9 +246,10 @@ class MelAudioGenerator(nn.Module):
         t = t.reshape(-1).to(x.dtype)
         if t.numel() == 1 and x.shape[0] > 1:
             t = t.expand(x.shape[0])
+        transforms = transforms if transforms is not None else [None] * len(self.estimators)
         outs = [
-            est(x, terms, est.decoder.time_scales(t), lengths)
-            for est, terms in zip(self.estimators, cond.branch_terms, strict=True)
+            est(x, terms, est.decoder.time_scales(t), lengths, transform)
+            for est, terms, transform in zip(self.estimators, cond.branch_terms, transforms, strict=True)
         ]
         return self.fuse_branches(torch.stack(outs, dim=1))
 
@@ -320,13 +338,14 @@ class MelAudioGenerator(nn.Module):
         n_timesteps: int,
         audio_lens: Tensor | None = None,
         clamp_pred: bool = False,
+        transforms: nn.ModuleList | None = None,
     ) -> Tensor:
         """Euler integration on the grid k / N from start x (B, T) -> (B, T)."""
         ts = torch.linspace(0, 1, n_timesteps + 1, device=x.device, dtype=x.dtype)
         dt = ts[1] - ts[0]
         batch = x.shape[0]
         for k in range(n_timesteps):
-            pred = self.estimate_prepared(x, cond, ts[k].expand(batch), audio_lens)
+            pred = self.estimate_prepared(x, cond, ts[k].expand(batch), audio_lens, transforms)
             velocity = (pred - x) / (1 - ts[k]) if self.config.pred_x1 else pred
             x = x + velocity * dt
         return x.clamp(-1.0, 1.0) if clamp_pred else x
