@@ -69,7 +69,10 @@ def test_project_test_data_is_consistent() -> None:
     mel = torch.load(REPO / "test_data" / "mel" / f"{names[0]}.pt")
     expected = LogMelSpectrogram(SR, 1024, 256, 100)(torch.from_numpy(_wav(names[0]))[None])
     assert mel.dtype == torch.float32 and mel.shape == expected.shape
-    torch.testing.assert_close(mel, expected)
+    # Compare magnitudes, not logs: FFT kernels differ across instruction sets (AVX2 / AVX-512) by a few
+    # float32 ulps of the *largest* bin, which is a large log difference in near-silent bins.
+    peak = expected.exp().max().item()
+    torch.testing.assert_close(mel.exp(), expected.exp(), atol=1e-5 * peak, rtol=0)
     stereo = REPO / "test_data" / "wav_44k" / "stereo_two_voices.wav"
     info = sf.info(str(stereo))
     assert (info.samplerate, info.channels) == (44100, 2)
