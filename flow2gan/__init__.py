@@ -1,4 +1,4 @@
-"""flow2gan: few-step mel-to-waveform generation with flow matching and GAN fine-tuning.
+"""flow2gan: few-step mel- or token-to-waveform generation with flow matching and GAN fine-tuning.
 
 Names are imported lazily, so ``flow2gan.onnx`` works in an environment without torch.
 """
@@ -17,6 +17,9 @@ _EXPORTS = {
     "LogMelSpectrogram": "flow2gan.features",
     "MelSpectrogram": "flow2gan.features",
     "MelAudioGenerator": "flow2gan.models.generator",
+    "TokenAudioGenerator": "flow2gan.models.token_generator",
+    "TokenGeneratorConfig": "flow2gan.config",
+    "EncodecTokenizer": "flow2gan.codec",
     "HF_MODELS": "flow2gan.pretrained",
     "get_model": "flow2gan.pretrained",
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,63 @@ class GeneratorConfig:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class TokenGeneratorConfig(GeneratorConfig):
+    """Generator conditioned on EnCodec codes instead of a log-mel (``flow2gan.models.token_generator``).
+
+    The condition fields keep the reference names with a token meaning: ``n_mels`` is the width of
+    the code vectors fed to the condition encoder (= ``codebook_dim``) and ``mel_hop_length`` the
+    samples per code frame (320 at 24 kHz, 75 frames/s); ``mel_n_fft`` is unused. ``bandwidths`` (kbps)
+    are the ones the model serves, each with its learned embedding; bandwidth ``b`` uses the first
+    ``n_codebooks(b)`` codebooks of ``codebook_size`` entries.
+    """
+
+    n_mels: int = 128
+    mel_hop_length: int = 320
+    codebook_size: int = 1024
+    codebook_dim: int = 128
+    bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "bandwidths", tuple(float(b) for b in self.bandwidths))
+        if self.n_mels != self.codebook_dim:
+            raise ValueError(f"n_mels ({self.n_mels}) must equal codebook_dim ({self.codebook_dim})")
+        if self.max_add_noise_scale:
+            raise ValueError("max_add_noise_scale must be 0 for a token-conditioned generator")
+        counts = [self.n_codebooks(b) for b in self.bandwidths]
+        if not self.bandwidths or len(set(counts)) != len(counts):
+            raise ValueError(f"bandwidths {self.bandwidths} must be non-empty with distinct codebook counts")
+
+    @property
+    def frame_rate(self) -> float:
+        """Code frames per second (75 for 24 kHz, hop 320)."""
+        return self.sampling_rate / self.mel_hop_length
+
+    def n_codebooks(self, bandwidth: float) -> int:
+        """Codebooks used at ``bandwidth`` kbps: ``floor(bandwidth * 1000 / (frame_rate * log2(size)))``."""
+        return max(1, math.floor(bandwidth * 1000 / (self.frame_rate * math.log2(self.codebook_size))))
+
+    @property
+    def max_codebooks(self) -> int:
+        """Codebooks of the largest bandwidth (16 at 12 kbps): the code vectors the model stores."""
+        return max(self.n_codebooks(b) for b in self.bandwidths)
+
+
 _24K_BASE = GeneratorConfig()
+_SMALL = dict(
+    channels=(96, 64, 48),
+    time_embed_channels=64,
+    hidden_factor=2,
+    num_layers=(2, 2, 2),
+    cond_enc_channels=64,
+    cond_enc_hidden_factor=2,
+    cond_enc_num_layers=2,
+)
+# EnCodec 24 kHz frames are 320 samples (75 Hz). The branches keep the mel models' ratios to the
+# condition hop (hops 1, 1/2, 1/4 of it; n_fft = 2 x hop): 640/320, 320/160, 160/80. The FM loss
+# spectrogram works on the audio and stays that of the 24 kHz mel model (1024 / 256).
+_ENCODEC_24K_BASE = TokenGeneratorConfig(n_ffts=(640, 320, 160), hop_lengths=(320, 160, 80))
 
 CONFIGS: dict[str, GeneratorConfig] = {
     "mel_24k_base": _24K_BASE,
@@ -104,25 +161,26 @@ CONFIGS: dict[str, GeneratorConfig] = {
         loss_hop_length=512,
     ),
     # Same structure as mel_24k_base, small enough to train on a laptop CPU (mini recipe, smoke runs).
-    "mel_24k_small": _24K_BASE.replace(
-        channels=(96, 64, 48),
-        time_embed_channels=64,
-        hidden_factor=2,
-        num_layers=(2, 2, 2),
-        cond_enc_channels=64,
-        cond_enc_hidden_factor=2,
-        cond_enc_num_layers=2,
-    ),
+    "mel_24k_small": _24K_BASE.replace(**_SMALL),
+    "encodec_24k_base": _ENCODEC_24K_BASE,
+    # encodec_24k_base with the widths and depths of mel_24k_small (CPU scale).
+    "encodec_24k_small": _ENCODEC_24K_BASE.replace(**_SMALL),
 }
 
 
 def get_generator_config(name: str) -> GeneratorConfig:
-    """A registered config by name, or one read from a JSON file path (top level or under ``config``)."""
+    """A registered config by name, or one read from a JSON file path (top level or under ``config``).
+
+    A JSON config with a ``bandwidths`` key is a :class:`TokenGeneratorConfig`.
+    """
     if name in CONFIGS:
         return CONFIGS[name]
     path = Path(name)
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        return GeneratorConfig.from_dict(json.loads(path.read_text()))
+        data = json.loads(path.read_text())
+        inner = data["config"] if isinstance(data.get("config"), dict) else data
+        cls = TokenGeneratorConfig if "bandwidths" in inner else GeneratorConfig
+        return cls.from_dict(inner)
     raise ValueError(f"unknown model name {name!r}; registered: {sorted(CONFIGS)} (or pass a JSON file path)")

@@ -11,6 +11,7 @@ import torch
 from flow2gan.checkpoint import load_checkpoint
 from flow2gan.config import GeneratorConfig, get_generator_config
 from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import build_generator
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ def get_model(
     """Build a generator and load weights (local ``checkpoint`` wins over ``hf_model_name``); eval mode.
 
     ``model_name`` is a registered config name or a JSON config path; by default it is the config
-    of the released model, or ``mel_24k_base`` for a local checkpoint. Returns ``(model, config)``.
+    of the released model, or ``mel_24k_base`` for a local checkpoint. A token config
+    (``encodec_24k_base``, ``encodec_24k_small``) gives a ``TokenAudioGenerator``.
+    Returns ``(model, config)``.
     """
     n_timesteps = None
     if checkpoint is None:
@@ -86,7 +89,7 @@ def get_model(
         checkpoint = download_pretrained(hf_model_name)
         n_timesteps = info.n_timesteps
     config = get_generator_config(model_name or "mel_24k_base")
-    model = MelAudioGenerator(config)
+    model = build_generator(config)
     extras = load_checkpoint(checkpoint, model, strict=True)
     model.default_n_timesteps = n_timesteps or extras.get("n_timesteps")
     model.eval()

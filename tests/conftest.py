@@ -22,3 +22,24 @@ def _seed() -> None:
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def codec_dir(tmp_path_factory) -> Path:
+    """A randomly initialised 24 kHz EnCodec (narrow, same hop/codebooks) saved with ``save_pretrained``.
+
+    transformers initialises codebooks to zeros; each codebook here is drawn from the residuals of the
+    encoder's outputs for noise (a k-means-style init), so the codes vary with the audio.
+    """
+    from transformers import EncodecConfig, EncodecModel
+
+    torch.manual_seed(1234)
+    model = EncodecModel(EncodecConfig(num_filters=4, num_lstm_layers=1)).eval()
+    with torch.no_grad():
+        residual = model.encoder(0.1 * torch.randn(1, 1, 1040 * 320))[0].T
+        for layer in model.quantizer.layers:
+            layer.codebook.embed.copy_(residual[torch.randperm(residual.shape[0])[:1024]])
+            residual = residual - layer.codebook.decode(layer.codebook.encode(residual))
+    path = tmp_path_factory.mktemp("codec")
+    model.save_pretrained(path)
+    return path
