@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import sys
@@ -303,6 +304,7 @@ class Trainer:
 
 def train_worker(rank: int, world_size: int, opts: TrainOptions, make_stage: StageFactory) -> None:
     """Entry of one training process (spawned, torchrun or in-process)."""
+    opts = dataclasses.replace(opts, world_size=world_size)  # torchrun ignores --world-size
     opts.exp_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(opts.exp_dir, rank, world_size)
     tune_malloc()
