@@ -11,6 +11,7 @@ from flow2gan.checkpoint import load_state_dict_checked
 from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GAN
 from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import build_generator
 from flow2gan.training.checkpoints import averaged_state_dict, epoch_path, read_training_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def load_experiment_generator(
     With ``load_gan`` the checkpoints hold the GAN wrapper: it is averaged whole and its generator returned.
     """
     config = get_generator_config(model_name)
-    generator = MelAudioGenerator(config)
+    generator = build_generator(config)
     module: nn.Module = generator
     if load_gan:
         module = GAN.from_config(generator, gan_name)

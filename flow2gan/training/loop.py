@@ -36,7 +36,7 @@ from flow2gan.training.monitor import (
     log_test_samples,
 )
 from flow2gan.training.options import TrainOptions
-from flow2gan.training.stages import Stage, autocast_context, build_mel
+from flow2gan.training.stages import Stage, autocast_context, build_condition
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Trainer:
             self.model = DistributedDataParallel(
                 self.stage.module, device_ids=ids, find_unused_parameters=True
             )
-        self.mel = build_mel(self.stage.generator).to(ctx.device)
+        self.mel = build_condition(self.stage.generator, opts.codec).to(ctx.device)
         self.scaler = GradScaler(ctx.device.type, enabled=opts.use_fp16, init_scale=1.0)
         if self.scaler_state:
             self.scaler.load_state_dict(self.scaler_state)

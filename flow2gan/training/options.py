@@ -39,6 +39,7 @@ class TrainOptions:
     train_num_workers: int
     valid_num_workers: int
     model_name: str
+    codec: str | None
     log_interval: int
     valid_interval: int
     device: str | None
@@ -129,6 +130,12 @@ def add_common_arguments(
     add("--train-num-workers", type=int, default=4)
     add("--valid-num-workers", type=int, default=1)
     add("--model-name", type=str, default="mel_24k_base", help="registered config name or JSON config path")
+    add(
+        "--codec",
+        type=optional_str,
+        default=None,
+        help="token models (encodec_24k_*): EnCodec hub name (facebook/encodec_24khz) or local folder",
+    )
     add("--log-interval", type=int, default=50, help="text and TensorBoard log every n batches")
     add("--valid-interval", type=int, default=valid_interval, help="validate every n batches (and at 0)")
     add("--device", type=optional_str, default=None, help="cpu, cuda (default: cuda when available)")
@@ -175,6 +182,7 @@ def common_options(args: argparse.Namespace) -> TrainOptions:
         train_num_workers=args.train_num_workers,
         valid_num_workers=args.valid_num_workers,
         model_name=args.model_name,
+        codec=args.codec,
         log_interval=args.log_interval,
         valid_interval=args.valid_interval,
         device=args.device,

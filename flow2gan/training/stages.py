@@ -20,6 +20,8 @@ from flow2gan.config import get_generator_config
 from flow2gan.features import LogMelSpectrogram
 from flow2gan.models.gan import GAN, GANLossScales
 from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import TokenAudioGenerator
+from flow2gan.training.condition import CodecCondition, load_tokenizer, make_generator
 from flow2gan.training.optim import Eden2, ScaledAdam
 from flow2gan.training.options import FlowMatchingOptions, GANOptions, TrainOptions
 
@@ -75,6 +77,13 @@ def build_mel(generator: MelAudioGenerator) -> LogMelSpectrogram:
     return LogMelSpectrogram(cfg.sampling_rate, cfg.mel_n_fft, cfg.mel_hop_length, cfg.n_mels)
 
 
+def build_condition(generator: MelAudioGenerator, codec: str | None) -> nn.Module:
+    """Audio (B, T) -> the generator's condition: log-mel, or codes from ``codec`` for a token model."""
+    if isinstance(generator, TokenAudioGenerator):
+        return CodecCondition(load_tokenizer(codec), generator)
+    return build_mel(generator)
+
+
 def optimizer_step(loss: Tensor, optimizer: ScaledAdam, scaler: GradScaler) -> None:
     """Backward of the scaled loss, then ``scaler.step`` and ``scaler.update``."""
     scaler.scale(loss).backward()
@@ -89,7 +98,7 @@ class FlowMatchingStage:
     test_drop_silent = False
 
     def __init__(self, opts: TrainOptions, fm: FlowMatchingOptions) -> None:
-        self.generator = MelAudioGenerator(get_generator_config(opts.model_name))
+        self.generator = make_generator(get_generator_config(opts.model_name), opts.codec)
         self.module = self.generator
         self.save_infer_steps = fm.save_infer_steps
         self.optimizer = ScaledAdam(
@@ -150,7 +159,7 @@ class GANStage:
 
     def __init__(self, opts: TrainOptions, gan_opts: GANOptions, initialise_generator: bool) -> None:
         config = get_generator_config(opts.model_name).replace(branch_dropout=0.0)
-        self.generator = MelAudioGenerator(config)
+        self.generator = make_generator(config, opts.codec)
         if initialise_generator and gan_opts.generator_model_path:
             load_checkpoint(gan_opts.generator_model_path, self.generator, strict=False)
             logger.info("generator initialised from %s", gan_opts.generator_model_path)

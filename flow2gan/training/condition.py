@@ -1,0 +1,76 @@
+"""Token-model training: generators whose code vectors come from the codec, and codes made on the fly.
+
+Codes are computed from each training batch by the frozen EnCodec, after the audio pipeline's random
+crop and gain, rather than precomputed: precomputed codes would freeze one crop and one gain per file
+(EnCodec 24 kHz does not normalise its input, so the codes depend on the gain), need a preparation
+stage and storage per bandwidth, and the frozen encoder costs far less than the generator's
+multi-step GAN pass it feeds. The bandwidth is drawn per batch, uniformly from the model's
+bandwidths, with Python's ``random`` (seeded per epoch identically on every rank, so DDP ranks agree),
+as Vocos does for its EnCodec model; validation batches draw theirs the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+
+import torch
+from torch import Tensor, nn
+
+from flow2gan.codec import EncodecTokenizer
+from flow2gan.config import GeneratorConfig
+from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import TokenAudioGenerator, build_generator
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=2)
+def load_tokenizer(source: str) -> EncodecTokenizer:
+    """The codec of ``--codec`` (hub name or local folder), loaded once per process."""
+    return EncodecTokenizer(source)
+
+
+def make_generator(config: GeneratorConfig, codec: str | None) -> MelAudioGenerator:
+    """The generator to train; a token model gets its code vectors from ``codec``.
+
+    Raises ``ValueError`` when a token model has no ``codec`` or a mel model has one.
+    """
+    generator = build_generator(config)
+    if isinstance(generator, TokenAudioGenerator):
+        if codec is None:
+            raise ValueError(
+                "a token-conditioned model needs --codec (a hub name such as facebook/encodec_24khz, "
+                "or a folder written by EncodecModel.save_pretrained)"
+            )
+        generator.code_embedding.load_codebooks(load_tokenizer(codec).codebooks())
+    elif codec is not None:
+        raise ValueError(f"--codec {codec} is only for token-conditioned models (encodec_24k_*)")
+    return generator
+
+
+class CodecCondition(nn.Module):
+    """Training front-end of a token model: audio (B, T) -> codes (B, n_q, ceil(T / 320)) int64.
+
+    ``n_q`` is that of a bandwidth drawn per call. The codec runs in fp32 outside autocast. Raises
+    ``ValueError`` if the generator's stored code vectors are not this codec's (a stage-1 model
+    trained with another codec).
+    """
+
+    def __init__(self, tokenizer: EncodecTokenizer, generator: TokenAudioGenerator) -> None:
+        super().__init__()
+        stored = generator.code_embedding.codebooks.detach().float().cpu()
+        if not torch.allclose(stored, tokenizer.codebooks(stored.shape[0]), rtol=1e-4, atol=1e-6):
+            raise ValueError(
+                f"the generator's code vectors differ from those of the codec {tokenizer.source}: "
+                "train and fine-tune with the same --codec"
+            )
+        self.tokenizer = tokenizer
+        self.bandwidths = generator.config.bandwidths
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """(B, T) -> codes at a random bandwidth of the model."""
+        bandwidth = random.choice(self.bandwidths)
+        with torch.autocast(audio.device.type, enabled=False):
+            return self.tokenizer.encode(audio.float(), bandwidth)
