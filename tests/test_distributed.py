@@ -7,14 +7,13 @@ same DistributedSampler shards, seeds and gloo sums whichever launcher started t
 """
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import PARITY, REPO
+from conftest import PARITY, REPO, free_port
 
 from flow2gan.bin import prepare_manifests
 
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.slow  # each launch starts 2-3 Python processes (~15 s 
 
 TINY = str(PARITY / "tiny_24k_config.json")
 TIMEOUT = 300
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def env() -> dict[str, str]:

@@ -4,15 +4,22 @@
 file stems (made unique with the relative path when stems repeat); unreadable files are reported and skipped.
 ``--repeat N`` lists every recording N times (ids suffixed ``-rep{k}``) so that a tiny corpus gives training
 epochs of a useful length (each visit draws its own random crop).
+
+``--shar-dir DIR`` (with or instead of ``--out``) also writes the recordings as lhotse Shar shards for
+``--train-shar DIR``: ``cuts.NNNNNN.jsonl.gz`` + ``recording.NNNNNN.tar`` with ``--shar-shard-size``
+recordings each, the audio re-encoded as 16-bit FLAC (``--shar-format wav``: 16-bit WAV, larger but faster
+to decode; both lossless for 16-bit sources), the recordings in a seeded random order so that every shard
+is a sample of the corpus.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import random
 from pathlib import Path
 
-from lhotse import Recording, RecordingSet
+from lhotse import CutSet, Recording, RecordingSet
 from lhotse.utils import fastcopy
 from tqdm import tqdm
 
@@ -43,15 +50,34 @@ def repeat_recordings(recordings: RecordingSet, times: int) -> RecordingSet:
     return RecordingSet.from_recordings(copies)
 
 
+def write_shar(
+    recordings: RecordingSet, shar_dir: Path, shard_size: int, audio_format: str = "flac", seed: int = 0
+) -> int:
+    """Write ``recordings`` in a ``seed``-shuffled order as Shar shards; returns the number of shards.
+
+    One cut per recording (same id) covering all of it; the shards hold the audio (``audio_format``).
+    """
+    shar_dir.mkdir(parents=True, exist_ok=True)
+    shuffled = recordings.to_eager().shuffle(rng=random.Random(seed))
+    cuts = CutSet.from_cuts(rec.to_cut() for rec in shuffled)
+    paths = cuts.to_shar(shar_dir, fields={"recording": audio_format}, shard_size=shard_size)
+    return len(paths["cuts"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Scan ``--wav-dir`` and write ``--out``; exit code 1 when nothing usable was found."""
+    """Scan ``--wav-dir``, write ``--out`` and/or ``--shar-dir``; exit code 1 if nothing usable was found."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--wav-dir", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True, help="output manifest, e.g. recordings.jsonl.gz")
+    parser.add_argument("--out", type=Path, help="output manifest, e.g. recordings.jsonl.gz")
     parser.add_argument("--repeat", type=int, default=1, help="list every recording this many times")
+    parser.add_argument("--shar-dir", type=Path, help="also write lhotse Shar shards (audio included) here")
+    parser.add_argument("--shar-shard-size", type=int, default=1000, help="recordings per Shar shard")
+    parser.add_argument("--shar-format", choices=["flac", "wav"], default="flac", help="Shar audio encoding")
     args = parser.parse_args(argv)
+    if args.out is None and args.shar_dir is None:
+        parser.error("give --out and/or --shar-dir")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if not args.wav_dir.is_dir():
         logger.error("--wav-dir %s is not a directory", args.wav_dir)
@@ -60,15 +86,24 @@ def main(argv: list[str] | None = None) -> int:
     if len(recordings) == 0:
         logger.error("no readable audio files under %s", args.wav_dir)
         return 1
-    if args.repeat < 1:
-        logger.error("--repeat must be >= 1")
+    if args.repeat < 1 or args.shar_shard_size < 1:
+        logger.error("--repeat and --shar-shard-size must be >= 1")
         return 1
     recordings = repeat_recordings(recordings, args.repeat)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    recordings.to_file(args.out)
-    logger.info(
-        "wrote %d recordings (%.1f s) to %s", len(recordings), sum(r.duration for r in recordings), args.out
-    )
+    total = sum(r.duration for r in recordings)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        recordings.to_file(args.out)
+        logger.info("wrote %d recordings (%.1f s) to %s", len(recordings), total, args.out)
+    if args.shar_dir is not None:
+        shards = write_shar(recordings, args.shar_dir, args.shar_shard_size, args.shar_format)
+        logger.info(
+            "wrote %d recordings (%.1f s) in %d Shar shards to %s",
+            len(recordings),
+            total,
+            shards,
+            args.shar_dir,
+        )
     return 0
 
 

@@ -1,21 +1,27 @@
-"""Training/validation/test data pipeline over lhotse RecordingSet manifests (SPEC §5.4)."""
+"""Training/validation/test data pipeline over lhotse RecordingSet manifests (SPEC §5.4) and Shar shards."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
+from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
-from lhotse import Recording, RecordingSet
+from lhotse import CutSet, Recording, RecordingSet
+from lhotse.cut import Cut
+from lhotse.shar.readers.utils import pytorch_worker_info
 from torch import Tensor
 from torch.utils.data import (
     DataLoader,
     Dataset,
     DistributedSampler,
+    IterableDataset,
     RandomSampler,
     Sampler,
     SequentialSampler,
@@ -31,6 +37,7 @@ Batch = tuple[Tensor, Tensor, list[str]]
 MIN_DURATION = 0.1
 VALID_GAIN_DB = -3.0
 TRAIN_GAIN_RANGE_DB = (-6.0, -1.0)
+SHAR_SHUFFLE_BUFFER = 500  # Shar cuts (with their encoded audio) held per worker for the cut-order shuffle
 
 
 class AudioItem(NamedTuple):
@@ -105,7 +112,10 @@ class AudioDataset(Dataset):
 
     def __getitem__(self, index: int) -> AudioItem:
         """Load, crop, gain and resample recording ``index``; never raises for a bad audio file."""
-        rec = self.recordings[index]
+        return self.load_item(self.recordings[index])
+
+    def load_item(self, rec: Recording) -> AudioItem:
+        """Load, crop, gain and resample one recording in this dataset's mode; never raises for bad audio."""
         name = recording_name(rec)
         try:
             raw, silent = self._load_raw(rec)
@@ -181,16 +191,17 @@ def seed_worker(worker_id: int) -> None:
 
 
 def _make_loader(
-    dataset: AudioDataset,
-    sampler: Sampler,
+    dataset: Dataset,
+    sampler: Sampler | None,
     batch_size: int,
     num_workers: int,
     drop_silent: bool = True,
 ) -> DataLoader:
     """A DataLoader with the project's collate, worker seeding and pin_memory on CUDA.
 
-    Workers are not persistent: they restart every epoch and are seeded from the global torch RNG, which
-    the training loop re-seeds per epoch, so a resumed run draws the same crops as an uninterrupted one.
+    ``sampler`` is None for an ``IterableDataset``. Workers are not persistent: they restart every epoch
+    and are seeded from the global torch RNG, which the training loop re-seeds per epoch, so a resumed run
+    draws the same crops as an uninterrupted one.
     """
     return DataLoader(
         dataset,
@@ -212,12 +223,13 @@ def _nonempty(recordings: RecordingSet, path: str) -> RecordingSet:
 
 
 def check_loader_weights(weights: Sequence[float] | None, num_loaders: int) -> list[float]:
-    """Validated per-loader draw weights (default equal); their count must equal the number of manifests."""
+    """Validated per-loader draw weights (default equal); their count must equal the number of loaders."""
     if weights is None:
         return [1.0] * num_loaders
     if len(weights) != num_loaders:
         raise ValueError(
-            f"got {len(weights)} loader weights for {num_loaders} train manifests; lengths must match"
+            f"got {len(weights)} loader weights for {num_loaders} train manifests (+ Shar dirs); "
+            "lengths must match"
         )
     if any(w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"loader weights must be non-negative with a positive sum, got {list(weights)}")
@@ -230,7 +242,9 @@ class WeightedLoaderMixer:
     The epoch ends the first time the drawn loader is exhausted; each ``iter()`` starts fresh iterators.
     """
 
-    def __init__(self, loaders: Sequence[DataLoader], weights: Sequence[float] | None = None) -> None:
+    def __init__(
+        self, loaders: Sequence[DataLoader | SharLoader], weights: Sequence[float] | None = None
+    ) -> None:
         if not loaders:
             raise ValueError("WeightedLoaderMixer needs at least one loader")
         self.loaders = list(loaders)
@@ -251,10 +265,143 @@ class WeightedLoaderMixer:
             yield index, batch
 
 
-def set_loader_epoch(loaders: Iterable[DataLoader], epoch: int) -> None:
-    """Call ``set_epoch(epoch − 1)`` on every DistributedSampler among the loaders (1-based ``epoch``)."""
+def shar_cut_paths(shar_dir: Path) -> list[Path]:
+    """The sorted ``cuts.*.jsonl[.gz]`` shard manifests of a Shar directory; ValueError if there are none."""
+    paths = sorted(p for p in Path(shar_dir).glob("cuts.*") if ".jsonl" in p.suffixes)
+    if not paths:
+        raise ValueError(f"{shar_dir} is not a lhotse Shar directory (no cuts.*.jsonl.gz shards)")
+    return paths
+
+
+def count_training_cuts(shar_dir: Path) -> int:
+    """Number of cuts longer than ``MIN_DURATION`` s, read from the cut manifests only (no audio)."""
+    cuts = CutSet.from_shar(fields={"cuts": shar_cut_paths(shar_dir)})
+    return sum(1 for cut in cuts if _long_enough(cut))
+
+
+def _long_enough(cut: Cut) -> bool:
+    """True for a cut longer than ``MIN_DURATION`` seconds (the training duration filter)."""
+    return cut.duration > MIN_DURATION
+
+
+def hash_seed(*parts: int) -> int:
+    """A deterministic 31-bit seed from integers (the same on every platform, process and run)."""
+    return random.Random("-".join(str(p) for p in parts)).getrandbits(31)
+
+
+class SharTrainStream(IterableDataset):
+    """Endless stream of training ``AudioItem``s from this rank's and dataloader worker's Shar shards.
+
+    Pass ``k`` of epoch ``e`` (``set_epoch``) shuffles the shard list with seed ``(seed, e, k)``, identical
+    on every rank, then lhotse gives each (rank, worker) its own slice of it (``split_for_dataloading``;
+    rank and world size from ``RANK``/``WORLD_SIZE`` or the process group); cuts pass a ``shuffle_buffer``
+    seeded by ``(seed, e, k, rank, worker)`` and are cropped by ``items.load_item`` (train mode). Raises
+    RuntimeError when a worker gets no cut.
+    """
+
+    def __init__(
+        self, shar_dir: Path, items: AudioDataset, seed: int = 0, shuffle_buffer: int = SHAR_SHUFFLE_BUFFER
+    ) -> None:
+        self.shar_dir = Path(shar_dir)
+        self.items = items
+        self.seed = seed
+        self.shuffle_buffer = shuffle_buffer
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch ``epoch`` (1-based) for the next iteration."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[AudioItem]:
+        """Yield items forever, one pass over this worker's shards after another."""
+        rank, _, worker, _ = pytorch_worker_info()
+        for k in itertools.count():
+            cuts = CutSet.from_shar(
+                in_dir=self.shar_dir,
+                split_for_dataloading=True,
+                shuffle_shards=True,
+                stateful_shuffle=False,
+                seed=hash_seed(self.seed, self.epoch, k),
+            )
+            rng = random.Random(hash_seed(self.seed, self.epoch, k, rank, worker))
+            cuts = cuts.filter(_long_enough).shuffle(rng, self.shuffle_buffer)
+            empty = True
+            for cut in cuts:
+                empty = False
+                yield self.items.load_item(cut.recording)
+            if empty:
+                raise RuntimeError(f"{self.shar_dir}: no cuts for rank {rank}, dataloader worker {worker}")
+
+
+class SharLoader:
+    """An epoch of ``num_batches`` batches from a DataLoader over a ``SharTrainStream``."""
+
+    def __init__(self, loader: DataLoader, num_batches: int) -> None:
+        self.loader = loader
+        self.num_batches = num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the (1-based) epoch whose stream the next ``iter()`` reads."""
+        self.loader.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        """Batches per epoch."""
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        """The epoch's batches (fresh workers every epoch)."""
+        return itertools.islice(iter(self.loader), self.num_batches)
+
+
+def make_shar_train_loader(
+    shar_dir: Path,
+    sampling_rate: int,
+    batch_size: int,
+    num_workers: int,
+    duration: float = 1.5,
+    max_load_times: int = 3,
+    world_size: int = 1,
+    rank: int = 0,
+    seed: int = 0,
+) -> SharLoader:
+    """Training loader over a Shar directory: ``ceil(cuts / (world_size · batch_size))`` batches an epoch.
+
+    Every rank runs the same number of batches (the streams repeat), so DDP never waits on a rank whose
+    shards ran out. Raises ValueError when the directory is not Shar, holds no cut longer than
+    ``MIN_DURATION``, or has fewer shards than ``world_size · max(1, num_workers)`` readers; RuntimeError
+    when lhotse would see another rank or world size than the one given.
+    """
+    lhotse_rank, lhotse_world_size, _, _ = pytorch_worker_info()
+    if (lhotse_rank, lhotse_world_size) != (rank, world_size):
+        raise RuntimeError(
+            f"lhotse sees rank {lhotse_rank} of {lhotse_world_size}, training runs rank {rank} of "
+            f"{world_size}: set RANK and WORLD_SIZE (distributed.setup does) before building the loader"
+        )
+    readers = world_size * max(1, num_workers)
+    num_shards = len(shar_cut_paths(shar_dir))
+    if num_shards < readers:
+        raise ValueError(
+            f"{shar_dir} has {num_shards} shards for {world_size} rank(s) x {max(1, num_workers)} "
+            "dataloader worker(s); write smaller shards (--shar-shard-size) or use fewer workers"
+        )
+    num_cuts = count_training_cuts(shar_dir)
+    if num_cuts == 0:
+        raise ValueError(f"{shar_dir} has no cuts longer than {MIN_DURATION} s")
+    items = AudioDataset([], sampling_rate, "train", duration=duration, max_load_times=max_load_times)
+    stream = SharTrainStream(shar_dir, items, seed=seed)
+    num_batches = math.ceil(num_cuts / (world_size * batch_size))
+    logger.info(
+        "train shar %s: %d cuts, %d shards, %d batches/epoch", shar_dir, num_cuts, num_shards, num_batches
+    )
+    return SharLoader(_make_loader(stream, None, batch_size, num_workers), num_batches)
+
+
+def set_loader_epoch(loaders: Iterable[DataLoader | SharLoader], epoch: int) -> None:
+    """Select the 1-based ``epoch`` of every Shar loader and DistributedSampler (``set_epoch(epoch − 1)``)."""
     for loader in loaders:
-        if isinstance(loader.sampler, DistributedSampler):
+        if isinstance(loader, SharLoader):
+            loader.set_epoch(epoch)
+        elif isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch - 1)
 
 
@@ -269,10 +416,12 @@ def make_train_loaders(
     world_size: int = 1,
     rank: int = 0,
     sampler_seed: int = 0,
+    shar_dirs: Sequence[str] = (),
 ) -> WeightedLoaderMixer:
-    """One shuffled training loader per manifest (RandomSampler, or DistributedSampler under DDP), mixed."""
-    weights = check_loader_weights(weights, len(manifest_paths))
-    loaders = []
+    """One shuffled training loader per manifest (RandomSampler, or DistributedSampler under DDP), then one
+    per Shar directory (``make_shar_train_loader``), mixed with ``weights`` (manifests first)."""
+    weights = check_loader_weights(weights, len(manifest_paths) + len(shar_dirs))
+    loaders: list[DataLoader | SharLoader] = []
     for path in manifest_paths:
         dataset = AudioDataset(
             _nonempty(load_recordings(path, MIN_DURATION), path),
@@ -289,6 +438,20 @@ def make_train_loaders(
             sampler = RandomSampler(dataset)
         loaders.append(_make_loader(dataset, sampler, batch_size, num_workers))
         logger.info("train manifest %s: %d recordings", path, len(dataset))
+    for shar_dir in shar_dirs:
+        loaders.append(
+            make_shar_train_loader(
+                Path(shar_dir),
+                sampling_rate,
+                batch_size,
+                num_workers,
+                duration=duration,
+                max_load_times=max_load_times,
+                world_size=world_size,
+                rank=rank,
+                seed=sampler_seed,
+            )
+        )
     return WeightedLoaderMixer(loaders, weights)
 
 

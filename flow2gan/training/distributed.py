@@ -46,7 +46,14 @@ def pick_device(requested: str | None, local_rank: int) -> torch.device:
 
 
 def setup(rank: int, world_size: int, master_port: int, requested_device: str | None) -> DistContext:
-    """Initialise the process group when world_size > 1 (NCCL on GPU, gloo on CPU)."""
+    """Initialise the process group when world_size > 1 (NCCL on GPU, gloo on CPU).
+
+    Spawned processes also get the ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` variables torchrun sets, which
+    lhotse's Shar reader (and dataloader workers) use to split shards.
+    """
+    if world_size > 1:
+        for name, value in (("RANK", rank), ("WORLD_SIZE", world_size), ("LOCAL_RANK", rank)):
+            os.environ.setdefault(name, str(value))
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     device = pick_device(requested_device, local_rank)
     if device.type == "cuda":

@@ -127,6 +127,7 @@ class Trainer:
             max_load_times=opts.max_load_times,
             world_size=ctx.world_size,
             rank=ctx.rank,
+            shar_dirs=opts.train_shar,
         )
         self.valid_loaders = make_valid_loaders(
             opts.valid_recordings,

@@ -31,6 +31,7 @@ class TrainOptions:
     dtype: str
     train_recordings: list[str]
     train_dls_weights: list[float] | None
+    train_shar: list[str]
     valid_recordings: list[str]
     test_recordings: str | None
     max_load_times: int
@@ -118,7 +119,14 @@ def add_common_arguments(
         default=None,
         help="autocast dtype (overrides --use-fp16)",
     )
-    add("--train-recordings", type=str, required=True, help="comma-separated RecordingSet manifests")
+    add("--train-recordings", type=str, default="", help="comma-separated RecordingSet manifests")
+    add(
+        "--train-shar",
+        type=str,
+        default="",
+        help="comma-separated lhotse Shar directories (flow2gan-prepare-manifests --shar-dir), read "
+        "sequentially; their loaders come after the manifests' in --train-dls-weights",
+    )
     add("--train-dls-weights", type=optional_str, default=None, help="comma-separated loader draw weights")
     add("--valid-recordings", type=str, required=True, help="comma-separated RecordingSet manifests")
     add(
@@ -157,6 +165,9 @@ def common_options(args: argparse.Namespace) -> TrainOptions:
     ):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1")
+    train_recordings, train_shar = _comma_list(args.train_recordings), _comma_list(args.train_shar)
+    if not train_recordings and not train_shar:
+        raise SystemExit("training data needed: --train-recordings and/or --train-shar")
     return TrainOptions(
         world_size=args.world_size,
         master_port=args.master_port,
@@ -172,8 +183,9 @@ def common_options(args: argparse.Namespace) -> TrainOptions:
         average_period=args.average_period,
         use_fp16=dtype == "fp16",
         dtype=dtype,
-        train_recordings=_comma_list(args.train_recordings),
+        train_recordings=train_recordings,
         train_dls_weights=_float_list(args.train_dls_weights),
+        train_shar=train_shar,
         valid_recordings=_comma_list(args.valid_recordings),
         test_recordings=args.test_recordings,
         max_load_times=args.max_load_times,
