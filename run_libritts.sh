@@ -5,6 +5,8 @@
 #     then jump to the metrics (stage 5)                  5 metrics: PESQ, STOI, ViSQOL, pitch/periodicity, FSD
 #   1 flow-matching pre-training                          6 export the deployable fine-tuned generator
 #   2 average the pre-trained checkpoints
+# Token model (EnCodec codes -> audio): --model-name encodec_24k_base --codec facebook/encodec_24khz
+# (or a local EncodecModel.save_pretrained folder); stage 4 vocodes the codes at --bandwidth kbps.
 # Every setting below can be overridden from the environment (stage=1 bash run_libritts.sh) or on the
 # command line (bash run_libritts.sh --stage 1 --stop-stage 3). See recipes/README.md.
 set -euo pipefail
@@ -18,6 +20,8 @@ manifest_dir=${manifest_dir:-data/manifests/libritts}
 wav_list_dir=${wav_list_dir:-data/wav_list/libritts}
 wav2vec2_path=${wav2vec2_path:-download/wav2vec2_base}
 model_name=${model_name:-mel_24k_base}
+codec=${codec:-}                                  # token models: EnCodec hub name or local folder
+bandwidth=${bandwidth:-6}                         # token models: bandwidth of stage 4 (1.5, 3, 6, 12)
 step=${step:-4}                                   # Euler steps of the fine-tuned generator (1, 2 or 4)
 pretrain_exp=${pretrain_exp:-./output/exp-pretrain}
 pretrain_epochs=${pretrain_epochs:-200}
@@ -33,6 +37,7 @@ infer_batch_size=${infer_batch_size:-64}
 metrics_n_proc=${metrics_n_proc:-20}
 
 . recipes/parse_options.sh
+codec_args=(); [ -z "$codec" ] || codec_args=(--codec "$codec")
 
 log() { echo "$(date '+%Y-%m-%d %H:%M:%S') [run_libritts] $*"; }
 needs_libritts() {
@@ -76,7 +81,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: flow-matching pre-training"
   $python -m flow2gan.bin.pretrain --world-size "$pretrain_gpus" --master-port 12345 --use-fp16 false \
     --num-epochs "$pretrain_epochs" --save-every-n 20 --exp-dir "$pretrain_exp" --model-name "$model_name" \
-    --batch-size "$pretrain_batch_size" --save-infer-steps 2,4,8 \
+    --batch-size "$pretrain_batch_size" --save-infer-steps 2,4,8 "${codec_args[@]}" \
     --train-recordings "$manifest_dir/recordings_train-all-shuf.jsonl.gz" \
     --valid-recordings "$manifest_dir/recordings_valid.jsonl.gz" \
     --test-recordings "$manifest_dir/recordings_test_10.jsonl.gz"
@@ -92,7 +97,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   log "stage 3: GAN fine-tuning of the $step-step generator"
   $python -m flow2gan.bin.finetune --world-size "$finetune_gpus" --master-port 12345 --use-fp16 false \
     --num-epochs "$finetune_epochs" --save-every-n 2 --exp-dir "$finetune_exp" --model-name "$model_name" \
-    --batch-size "$finetune_batch_size" --gen-start-batch-idx 1000 --n-timesteps "$step" \
+    --batch-size "$finetune_batch_size" --gen-start-batch-idx 1000 --n-timesteps "$step" "${codec_args[@]}" \
     --generator-model-path "$pretrain_exp/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --train-recordings "$manifest_dir/recordings_train-all-shuf.jsonl.gz" \
     --valid-recordings "$manifest_dir/recordings_valid.jsonl.gz" \
@@ -107,7 +112,7 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   for set in valid test; do
     $python -m flow2gan.bin.infer --epoch "$finetune_epochs" --avg "$finetune_avg" --use-averaged-model true \
       --load-gan true --exp-dir "$finetune_exp" --model-name "$model_name" --n-timesteps "$step" \
-      --root-path "$libritts_root" --batch-size "$infer_batch_size" \
+      --root-path "$libritts_root" --batch-size "$infer_batch_size" "${codec_args[@]}" --bandwidth "$bandwidth" \
       --test-recordings "$manifest_dir/recordings_$set.jsonl.gz"
   done
 fi

@@ -63,6 +63,16 @@ def random_mel(batch: int, seconds: float, device: torch.device) -> Tensor:
     return torch.randn(batch, N_MELS, frames, device=device)
 
 
+def random_condition(config: Any, batch: int, seconds: float, device: torch.device) -> Tensor:
+    """A random log-mel, or random 6 kbps codes (batch, 8, seconds * 75) for a token model."""
+    from flow2gan.config import TokenGeneratorConfig
+
+    if not isinstance(config, TokenGeneratorConfig):
+        return random_mel(batch, seconds, device)
+    frames = round(seconds * config.frame_rate)
+    return torch.randint(0, config.codebook_size, (batch, config.n_codebooks(6.0), frames), device=device)
+
+
 def build_row(name: str, cfg: dict[str, Any], device: torch.device) -> tuple[Callable[[], Tensor], int]:
     """The forward closure and parameter count of benchmark row ``name`` (inputs already on device)."""
     if name in GEMM_ROWS:
@@ -72,18 +82,20 @@ def build_row(name: str, cfg: dict[str, Any], device: torch.device) -> tuple[Cal
         x, w = a.unsqueeze(0), b.unsqueeze(-1)
         return lambda: torch.nn.functional.conv1d(x, w), 0
     if name.startswith("flow2gan"):
-        from flow2gan import MelAudioGenerator, get_generator_config
+        from flow2gan import get_generator_config
+        from flow2gan.models.token_generator import build_generator
 
-        model = MelAudioGenerator(get_generator_config("mel_24k_base")).eval().to(device)
+        config = get_generator_config(cfg["model_name"])
+        model = build_generator(config).eval().to(device)
         if cfg["compile"]:
             for estimator in model.estimators:  # the STFT/iSTFT stay eager: compiling istft takes minutes
                 estimator.decoder.forward = torch.compile(estimator.decoder.forward, dynamic=False)
         steps = int(name.split("-")[1])
         if name.endswith("-long"):
-            mel = random_mel(1, cfg["long_seconds"], device)
+            cond = random_condition(config, 1, cfg["long_seconds"], device)
         else:
-            mel = random_mel(cfg["batch_size"], cfg["seconds"], device)
-        forward = lambda: model.infer(cond=mel, n_timesteps=steps)  # noqa: E731
+            cond = random_condition(config, cfg["batch_size"], cfg["seconds"], device)
+        forward = lambda: model.infer(cond=cond, n_timesteps=steps)  # noqa: E731
     else:
         from baselines import BigVGANv2Like, VocosLike
 
@@ -228,6 +240,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--models", nargs="+", choices=ROWS, default=list(ROWS), metavar="ROW", help=f"rows: {' '.join(ROWS)}"
     )
+    parser.add_argument(
+        "--model-name",
+        default="mel_24k_base",
+        help="generator config of the flow2gan rows; a token config (encodec_24k_*) gets 6 kbps codes",
+    )
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, default=default_threads(), help="torch intra-op threads")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -273,6 +290,7 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available")
     cfg = {
+        "model_name": args.model_name,
         "device": args.device,
         "threads": args.threads,
         "batch_size": args.batch_size,
@@ -292,7 +310,7 @@ def main() -> None:
     malloc = "tuned" if cfg["tune_malloc"] else "default"
     print(
         f"# {env['cpu']} | torch {env['torch']} | device {cfg['device']} | threads {cfg['threads']} "
-        f"| malloc {malloc}"
+        f"| malloc {malloc} | flow2gan rows: {cfg['model_name']}"
     )
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in env['loadavg_start'])}", flush=True)
     start = time.perf_counter()

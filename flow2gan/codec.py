@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 from pathlib import Path
 
 import torch
@@ -139,3 +140,35 @@ class EncodecTokenizer(nn.Module):
         weight = next(self.model.parameters())
         audio = self.model.decode(codes.to(weight.device).unsqueeze(0), [None], return_dict=True).audio_values
         return audio[:, 0, : codes.shape[-1] * self.hop_length]
+
+
+class AudioToCodes(nn.Module):
+    """Audio (B, T) -> codes (B, n_q, ceil(T / 320)) int64 from a frozen codec, as a model's front-end.
+
+    One bandwidth: always that one (inference). Several: one is drawn per call with Python's
+    ``random`` (training; seeded per epoch identically on every DDP rank). The codec runs in fp32
+    outside autocast. ``codebooks`` (n, size, dim), the code vectors stored in a token model, must be
+    the codec's own: a ``ValueError`` otherwise, as for an unsupported bandwidth.
+    """
+
+    def __init__(
+        self, tokenizer: EncodecTokenizer, bandwidths: tuple[float, ...], codebooks: Tensor | None = None
+    ) -> None:
+        super().__init__()
+        if not bandwidths:
+            raise ValueError("AudioToCodes needs at least one bandwidth")
+        self.bandwidths = tuple(check_bandwidth(b) for b in bandwidths)
+        if codebooks is not None:
+            stored = codebooks.detach().float().cpu()
+            if not torch.allclose(stored, tokenizer.codebooks(stored.shape[0]), rtol=1e-4, atol=1e-6):
+                raise ValueError(
+                    f"the model's code vectors differ from those of the codec {tokenizer.source}: "
+                    "use the codec the model was trained with"
+                )
+        self.tokenizer = tokenizer
+
+    def forward(self, audio: Tensor) -> Tensor:
+        """(B, T) -> (B, n_q, ceil(T / 320)) at the (drawn) bandwidth."""
+        bandwidth = self.bandwidths[0] if len(self.bandwidths) == 1 else random.choice(self.bandwidths)
+        with torch.autocast(audio.device.type, enabled=False):
+            return self.tokenizer.encode(audio.float(), bandwidth)

@@ -7,9 +7,9 @@ import torch
 from conftest import REPO
 
 from flow2gan import get_generator_config, get_model
-from flow2gan.bin import finetune, prepare_manifests, pretrain, save_averaged_model
-from flow2gan.models.token_generator import TokenAudioGenerator
-from flow2gan.training.condition import CodecCondition, load_tokenizer, make_generator
+from flow2gan.bin import finetune, infer, prepare_manifests, pretrain, save_averaged_model
+from flow2gan.models.token_generator import TokenAudioGenerator, audio_front_end
+from flow2gan.training.condition import load_tokenizer, make_generator
 
 MODEL = "encodec_24k_small"
 
@@ -46,12 +46,20 @@ def test_pretrain_finetune_and_get_model(manifest, codec_dir, tmp_path):
     assert finetune.main([*finetune_args, "--n-timesteps", "2"]) == 0
     export = ["--exp-dir", str(ft), "--epoch", "2", "--avg", "1", "--model-name", MODEL, "--load-gan", "true"]
     assert save_averaged_model.main([*export, "--gan-name", "gan_small_multi_scale_mel_recon"]) == 0
-    model, _ = get_model(model_name=MODEL, checkpoint=ft / "epoch-2-avg-1-use-avg-model-only-gen.pt")
+    final = ft / "epoch-2-avg-1-use-avg-model-only-gen.pt"
+    model, _ = get_model(model_name=MODEL, checkpoint=final)
     assert isinstance(model, TokenAudioGenerator) and model.default_n_timesteps == 2
     torch.testing.assert_close(model.code_embedding.codebooks, codebooks)
     codes = torch.randint(0, 1024, (1, 4, 10))
     out = model.infer(cond=codes, bandwidth=3.0, clamp_pred=True)
     assert out.shape == (1, 3200) and torch.isfinite(out).all()
+    flags = ["--checkpoint", str(final), "--model-name", MODEL, "--load-gan", "false", "--num-workers", "0"]
+    flags += ["--test-recordings", str(manifest), "--output-dir", str(tmp_path / "out"), "--exp-dir", str(ft)]
+    flags += ["--root-path", str(REPO / "test_data" / "wav"), "--n-timesteps", "2", "--batch-size", "4"]
+    assert infer.main([*flags, "--codec", str(codec_dir), "--bandwidth", "12"]) == 0
+    assert len(list((tmp_path / "out").glob("*.wav"))) == 4
+    with pytest.raises(SystemExit, match="needs a codec"):
+        infer.main(flags)
 
 
 def test_codec_option_errors(manifest, codec_dir, tmp_path):
@@ -65,13 +73,19 @@ def test_codec_option_errors(manifest, codec_dir, tmp_path):
 
 def test_codec_condition_draws_bandwidths_and_checks_codebooks(codec_dir):
     generator = make_generator(get_generator_config(MODEL), str(codec_dir))
-    condition = CodecCondition(load_tokenizer(str(codec_dir)), generator)
+    condition = audio_front_end(generator, load_tokenizer(str(codec_dir)))
     random.seed(0)
     audio = 0.1 * torch.randn(2, 4000)
-    counts = {condition(audio).shape[1] for _ in range(12)}
+    counts = {condition(audio).shape[1] for _ in range(16)}
     assert counts == {2, 4, 8, 16}
     assert condition(audio).shape[-1] == 13  # ceil(4000 / 320)
+    fixed = audio_front_end(generator.eval(), load_tokenizer(str(codec_dir)), bandwidth=3.0)
+    assert {fixed(audio).shape[1] for _ in range(4)} == {4}
+    with pytest.raises(ValueError, match="unsupported bandwidth 24"):
+        audio_front_end(generator, load_tokenizer(str(codec_dir)), bandwidth=24.0)
     with torch.no_grad():
         generator.code_embedding.codebooks.add_(1.0)
-    with pytest.raises(ValueError, match="same --codec"):
-        CodecCondition(load_tokenizer(str(codec_dir)), generator)
+    with pytest.raises(ValueError, match="code vectors differ"):
+        audio_front_end(generator, load_tokenizer(str(codec_dir)))
+    with pytest.raises(ValueError, match="only for token-conditioned"):
+        audio_front_end(make_generator(get_generator_config("mel_24k_small"), None), fixed.tokenizer)

@@ -5,7 +5,8 @@ un-shuffled padded batches: log-mel of the padded batch -> ``infer(mel, audio_le
 trimmed to each length, written as 16-bit WAV under ``output_dir/<path relative to --root-path>``.
 The generator comes from ``--checkpoint`` / ``--hf-model-name`` or from averaging an experiment's
 checkpoints (``--epoch/--avg/--use-averaged-model/--exp-dir``, ``--load-gan`` for stage-2 runs).
-Silent files (RMS < 0.005) are skipped, as in the reference.
+Silent files (RMS < 0.005) are skipped, as in the reference. A token model (``encodec_24k_*``) gets the
+EnCodec codes of the padded batch at ``--bandwidth`` from ``--codec`` instead of the log-mel.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from tqdm import tqdm
 
 from flow2gan.audio import save_audio
 from flow2gan.bin.common import optional_str, str2bool
+from flow2gan.codec import EncodecTokenizer
 from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import audio_front_end
 from flow2gan.pretrained import get_model, pretrained_info
 from flow2gan.runtime import tune_malloc
 from flow2gan.training.data import make_test_loader
 from flow2gan.training.export import averaged_model_name, load_experiment_generator
-from flow2gan.training.stages import build_mel
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
     add("--num-workers", type=int, default=8)
     add("--device", type=optional_str, default=None, help="default: cuda when available")
     add("--seed", type=int, default=None, help="fix the noise (the reference draws it unseeded)")
+    add("--codec", type=optional_str, default=None, help="token models: EnCodec hub name or local folder")
+    add("--bandwidth", type=float, default=6.0, help="token models: EnCodec bandwidth in kbps")
     return p
 
 
@@ -109,7 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model, output_dir = load_generator(args)
     model.to(device).eval()
-    mel_fn = build_mel(model).to(device)
+    codec = EncodecTokenizer(args.codec) if args.codec else None
+    try:
+        cond_fn = audio_front_end(model, codec, args.bandwidth).to(device)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
     sr = model.config.sampling_rate
     loader = make_test_loader(args.test_recordings, sr, args.batch_size, args.num_workers)
     generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             audio, lens = audio.to(device), lens.to(device)
             wav = model.infer(
-                mel_fn(audio),
+                cond_fn(audio),
                 audio_lens=lens,
                 n_timesteps=args.n_timesteps,
                 clamp_pred=True,

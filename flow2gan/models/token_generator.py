@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from flow2gan.codec import AudioToCodes, EncodecTokenizer
 from flow2gan.config import GeneratorConfig, TokenGeneratorConfig
+from flow2gan.features import LogMelSpectrogram
 from flow2gan.models.generator import MelAudioGenerator
 
 
@@ -164,3 +166,30 @@ def build_generator(config: GeneratorConfig) -> MelAudioGenerator:
     if isinstance(config, TokenGeneratorConfig):
         return TokenAudioGenerator(config)
     return MelAudioGenerator(config)
+
+
+def audio_front_end(
+    model: MelAudioGenerator, codec: EncodecTokenizer | None = None, bandwidth: float | None = None
+) -> nn.Module:
+    """Audio (B, T) -> the model's condition: its log-mel, or for a token model codes from ``codec``.
+
+    Codes are made at ``bandwidth`` kbps, or (None) at one drawn per call from the model's
+    bandwidths (training). ``ValueError``: a token model without a codec or with one whose code
+    vectors are not the model's, a bandwidth the model does not serve, a codec for a mel model.
+    """
+    cfg = model.config
+    if not isinstance(model, TokenAudioGenerator):
+        if codec is not None:
+            raise ValueError("a codec is only for token-conditioned models (encodec_24k_*)")
+        return LogMelSpectrogram(cfg.sampling_rate, cfg.mel_n_fft, cfg.mel_hop_length, cfg.n_mels)
+    if codec is None:
+        raise ValueError(
+            "a token-conditioned model needs a codec to turn audio into codes (--codec: a hub name "
+            "such as facebook/encodec_24khz, or a folder written by EncodecModel.save_pretrained)"
+        )
+    if bandwidth is not None and float(bandwidth) not in cfg.bandwidths:
+        raise ValueError(
+            f"unsupported bandwidth {bandwidth!r} kbps; this model serves {list(cfg.bandwidths)}"
+        )
+    bandwidths = cfg.bandwidths if bandwidth is None else (float(bandwidth),)
+    return AudioToCodes(codec, bandwidths, model.code_embedding.codebooks)

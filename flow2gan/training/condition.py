@@ -13,10 +13,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
-
-import torch
-from torch import Tensor, nn
 
 from flow2gan.codec import EncodecTokenizer
 from flow2gan.config import GeneratorConfig
@@ -48,29 +44,3 @@ def make_generator(config: GeneratorConfig, codec: str | None) -> MelAudioGenera
     elif codec is not None:
         raise ValueError(f"--codec {codec} is only for token-conditioned models (encodec_24k_*)")
     return generator
-
-
-class CodecCondition(nn.Module):
-    """Training front-end of a token model: audio (B, T) -> codes (B, n_q, ceil(T / 320)) int64.
-
-    ``n_q`` is that of a bandwidth drawn per call. The codec runs in fp32 outside autocast. Raises
-    ``ValueError`` if the generator's stored code vectors are not this codec's (a stage-1 model
-    trained with another codec).
-    """
-
-    def __init__(self, tokenizer: EncodecTokenizer, generator: TokenAudioGenerator) -> None:
-        super().__init__()
-        stored = generator.code_embedding.codebooks.detach().float().cpu()
-        if not torch.allclose(stored, tokenizer.codebooks(stored.shape[0]), rtol=1e-4, atol=1e-6):
-            raise ValueError(
-                f"the generator's code vectors differ from those of the codec {tokenizer.source}: "
-                "train and fine-tune with the same --codec"
-            )
-        self.tokenizer = tokenizer
-        self.bandwidths = generator.config.bandwidths
-
-    def forward(self, audio: Tensor) -> Tensor:
-        """(B, T) -> codes at a random bandwidth of the model."""
-        bandwidth = random.choice(self.bandwidths)
-        with torch.autocast(audio.device.type, enabled=False):
-            return self.tokenizer.encode(audio.float(), bandwidth)

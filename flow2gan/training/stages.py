@@ -20,8 +20,8 @@ from flow2gan.config import get_generator_config
 from flow2gan.features import LogMelSpectrogram
 from flow2gan.models.gan import GAN, GANLossScales
 from flow2gan.models.generator import MelAudioGenerator
-from flow2gan.models.token_generator import TokenAudioGenerator
-from flow2gan.training.condition import CodecCondition, load_tokenizer, make_generator
+from flow2gan.models.token_generator import audio_front_end
+from flow2gan.training.condition import load_tokenizer, make_generator
 from flow2gan.training.optim import Eden2, ScaledAdam
 from flow2gan.training.options import FlowMatchingOptions, GANOptions, TrainOptions
 
@@ -78,10 +78,9 @@ def build_mel(generator: MelAudioGenerator) -> LogMelSpectrogram:
 
 
 def build_condition(generator: MelAudioGenerator, codec: str | None) -> nn.Module:
-    """Audio (B, T) -> the generator's condition: log-mel, or codes from ``codec`` for a token model."""
-    if isinstance(generator, TokenAudioGenerator):
-        return CodecCondition(load_tokenizer(codec), generator)
-    return build_mel(generator)
+    """Audio (B, T) -> the generator's condition: log-mel, or codes from ``codec`` for a token model
+    at a bandwidth drawn per batch (see :mod:`flow2gan.training.condition`)."""
+    return audio_front_end(generator, None if codec is None else load_tokenizer(codec))
 
 
 def optimizer_step(loss: Tensor, optimizer: ScaledAdam, scaler: GradScaler) -> None:
