@@ -5,7 +5,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
+
+import torch
 
 logger = logging.getLogger(__name__)
 
@@ -35,3 +38,26 @@ def tune_malloc() -> bool:
         return False
     logger.debug("glibc malloc tuned for large reusable allocations: %s", applied)
     return applied
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def set_training_threads(processes_per_machine: int) -> int:
+    """Intra-op threads for one of ``processes_per_machine`` training processes; returns the count used.
+
+    ``OMP_NUM_THREADS``, when set, wins (torch already read it). Otherwise the usable cores are split
+    evenly between the processes (at least 1 each) instead of every process taking all of them: with
+    PyTorch's default each DDP process would start one thread per core, oversubscribing the CPU, and
+    data-loader workers (1 thread each, see ``flow2gan.training.data.seed_worker``) would compete too.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    threads = max(1, usable_cores() // max(1, processes_per_machine))
+    torch.set_num_threads(threads)
+    return threads

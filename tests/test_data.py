@@ -14,9 +14,11 @@ from lhotse import Recording, RecordingSet
 from torch.utils.data import DataLoader, Dataset
 
 from flow2gan.audio import resample
+from flow2gan.runtime import set_training_threads
 from flow2gan.training.data import (
     AudioDataset,
     AudioItem,
+    SeededSampler,
     WeightedLoaderMixer,
     collate_audio,
     load_recordings,
@@ -277,7 +279,7 @@ def test_set_loader_epoch_ddp(tmp_path: Path, corpus: dict[str, Recording]) -> N
     path = _manifest(tmp_path, [corpus[k] for k in ("a24", "b16", "c48", "short")], "train")
     mixer = make_train_loaders([path], None, SR, 1, 0, world_size=2, rank=1)
     set_loader_epoch(mixer.loaders, 3)
-    sampler = mixer.loaders[0].sampler
+    sampler = mixer.loaders[0].sampler.sampler  # inside the SeededSampler
     assert sampler.epoch == 2 and sampler.seed == 0 and sampler.shuffle
     assert len(sampler) == 2
     valid = make_valid_loaders([path], SR, 1, 0, world_size=2, rank=1)[0].sampler
@@ -306,3 +308,49 @@ def test_workers_seeded_differently_and_reproducibly() -> None:
     assert by_worker[0][0] != by_worker[1][0]
     assert run(1) == first
     assert run(2) != first
+
+
+def test_train_crops_do_not_depend_on_workers_and_workers_persist(
+    tmp_path: Path, corpus: dict[str, Recording]
+) -> None:
+    recs = [corpus[k] for k in ("a24", "b16", "c48")]
+    path = _manifest(tmp_path, recs, "train")
+
+    def epochs(num_workers: int) -> tuple[list[torch.Tensor], DataLoader]:
+        mixer = make_train_loaders([path], None, SR, 3, num_workers)
+        out = []
+        for epoch in (1, 2, 1):  # the third pass re-seeds like a run resumed at epoch 1
+            random.seed(epoch)
+            np.random.seed(epoch)
+            torch.manual_seed(epoch)
+            out += [audio for _, (audio, _, _) in mixer]
+        return out, mixer.loaders[0]
+
+    in_process, _ = epochs(0)
+    with_workers, loader = epochs(2)
+    assert loader.persistent_workers and isinstance(loader.sampler, SeededSampler)
+    assert all(torch.equal(a, b) for a, b in zip(in_process, with_workers, strict=True))
+    assert torch.equal(with_workers[0], with_workers[2]) and not torch.equal(with_workers[0], with_workers[1])
+
+
+def test_seeded_item_is_a_function_of_its_seed(corpus: dict[str, Recording]) -> None:
+    dataset = AudioDataset([corpus["c48"]], SR, "train")
+    np.random.seed(0)
+    first = dataset[(0, 123)].audio
+    np.random.seed(99)
+    assert torch.equal(dataset[(0, 123)].audio, first)
+    assert not torch.equal(dataset[(0, 124)].audio, first)
+
+
+def test_training_threads_split_cores_unless_omp_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr("flow2gan.runtime.usable_cores", lambda: 8)
+        assert set_training_threads(2) == 4 and torch.get_num_threads() == 4
+        assert set_training_threads(16) == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        torch.set_num_threads(3)
+        assert set_training_threads(2) == 3
+    finally:
+        torch.set_num_threads(before)

@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from types import ModuleType
 from typing import Literal, NamedTuple
 
 import numpy as np
@@ -32,6 +33,7 @@ from flow2gan.audio import peak_normalize, resample
 logger = logging.getLogger(__name__)
 
 Mode = Literal["train", "valid", "test"]
+RandomSource = np.random.Generator | ModuleType  # a seeded Generator, or the ``numpy.random`` module
 Batch = tuple[Tensor, Tensor, list[str]]
 
 MIN_DURATION = 0.1
@@ -110,26 +112,35 @@ class AudioDataset(Dataset):
         """Number of recordings."""
         return len(self.recordings)
 
-    def __getitem__(self, index: int) -> AudioItem:
-        """Load, crop, gain and resample recording ``index``; never raises for a bad audio file."""
-        return self.load_item(self.recordings[index])
+    def __getitem__(self, key: int | tuple[int, int]) -> AudioItem:
+        """Load, crop, gain and resample item ``key`` (index or (index, seed)); never raises for bad audio.
 
-    def load_item(self, rec: Recording) -> AudioItem:
-        """Load, crop, gain and resample one recording in this dataset's mode; never raises for bad audio."""
+        With a seed (see :class:`SeededSampler`) the crop offsets and gain come from
+        ``numpy.random.default_rng(seed)``: they depend only on the key, not on which worker loads it.
+        """
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        return self.load_item(self.recordings[index], None if seed is None else np.random.default_rng(seed))
+
+    def load_item(self, rec: Recording, rng: np.random.Generator | None = None) -> AudioItem:
+        """Load, crop, gain and resample one recording in this dataset's mode; never raises for bad audio.
+
+        Random crops and gains are drawn from ``rng``, or from numpy's global RNG when it is None.
+        """
+        rng = np.random if rng is None else rng
         name = recording_name(rec)
         try:
-            raw, silent = self._load_raw(rec)
+            raw, silent = self._load_raw(rec, rng)
         except Exception as exc:  # lhotse/soundfile raise many types; a bad file must not stop training
             logger.warning("skipping unreadable audio %s (recording %s): %s", name, rec.id, exc)
             return AudioItem(torch.zeros(0), True, name)
         mono = torch.from_numpy(np.ascontiguousarray(raw.mean(axis=0, dtype=np.float32)))
-        gain_db = self._gain_db()
+        gain_db = self._gain_db(rng)
         if gain_db is not None:
             mono = peak_normalize(mono, gain_db)
         audio = resample(mono.numpy(), rec.sampling_rate, self.sampling_rate)
         return AudioItem(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), silent, name)
 
-    def _load_raw(self, rec: Recording) -> tuple[np.ndarray, bool]:
+    def _load_raw(self, rec: Recording, rng: RandomSource) -> tuple[np.ndarray, bool]:
         """Raw (C, T) float32 segment at the file's rate and its silence flag; raises on a bad file."""
         if self.mode == "test":
             raw = self._checked(rec, rec.load_audio())
@@ -137,7 +148,7 @@ class AudioDataset(Dataset):
         seg = min(self.duration, rec.duration)
         tries = self.max_load_times if self.mode == "train" else 1
         for _ in range(tries):
-            offset = float(np.random.uniform(0.0, rec.duration - seg)) if self.mode == "train" else 0.0
+            offset = float(rng.uniform(0.0, rec.duration - seg)) if self.mode == "train" else 0.0
             raw = self._checked(rec, rec.load_audio(offset=offset, duration=seg))
             if rms(raw) >= self.silence_rms:
                 return raw, False
@@ -155,10 +166,10 @@ class AudioDataset(Dataset):
             raise ValueError(f"recording {rec.id} contains NaN or inf samples")
         return raw
 
-    def _gain_db(self) -> float | None:
+    def _gain_db(self, rng: RandomSource) -> float | None:
         """Peak level for this item in dBFS (train: random, valid: −3), None for no gain (test)."""
         if self.mode == "train":
-            return round(float(np.random.uniform(*TRAIN_GAIN_RANGE_DB)), 2)
+            return round(float(rng.uniform(*TRAIN_GAIN_RANGE_DB)), 2)
         if self.mode == "valid":
             return VALID_GAIN_DB
         return None
@@ -184,10 +195,38 @@ def collate_audio(items: Sequence[AudioItem], drop_silent: bool = True) -> Batch
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from torch's per-worker (per-epoch) seed."""
+    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from torch's per-worker seed; 1 torch thread.
+
+    Workers only read, crop and resample audio; one intra-op thread each keeps them from competing with
+    the training process for cores.
+    """
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    torch.set_num_threads(1)
+
+
+class SeededSampler(Sampler):
+    """Wraps an index sampler to yield ``(index, seed)``: one seed per item, drawn in the main process.
+
+    The seeds come from torch's global RNG when iteration starts (the training loop re-seeds it every
+    epoch), so the crops of an epoch depend only on the run's seed and epoch, not on the data-loader
+    workers: workers can stay alive across epochs and a resumed run still draws the same crops as an
+    uninterrupted one.
+    """
+
+    def __init__(self, sampler: Sampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        """Items per epoch (the wrapped sampler's)."""
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """``(index, seed)`` pairs in the wrapped sampler's order."""
+        indices = list(self.sampler)
+        seeds = torch.randint(0, 2**62, (len(indices),), dtype=torch.int64).tolist()
+        return iter(zip(indices, seeds, strict=True))
 
 
 def _make_loader(
@@ -196,12 +235,15 @@ def _make_loader(
     batch_size: int,
     num_workers: int,
     drop_silent: bool = True,
+    persistent: bool = False,
 ) -> DataLoader:
     """A DataLoader with the project's collate, worker seeding and pin_memory on CUDA.
 
-    ``sampler`` is None for an ``IterableDataset``. Workers are not persistent: they restart every epoch
-    and are seeded from the global torch RNG, which the training loop re-seeds per epoch, so a resumed run
-    draws the same crops as an uninterrupted one.
+    ``sampler`` is None for an ``IterableDataset``. ``persistent`` keeps the workers alive across epochs
+    (map-style training loaders, whose items are seeded by a :class:`SeededSampler`); their base seed then
+    comes from a private generator, so the global torch RNG is consumed only by the sampler, the same with
+    or without (persistent) workers. Otherwise workers restart every epoch and are seeded from the global
+    torch RNG, which the training loop re-seeds per epoch, so a resumed run draws the same data.
     """
     return DataLoader(
         dataset,
@@ -212,6 +254,8 @@ def _make_loader(
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=seed_worker if num_workers > 0 else None,
         drop_last=False,
+        persistent_workers=persistent and num_workers > 0,
+        generator=torch.Generator().manual_seed(0) if persistent else None,
     )
 
 
@@ -397,12 +441,17 @@ def make_shar_train_loader(
 
 
 def set_loader_epoch(loaders: Iterable[DataLoader | SharLoader], epoch: int) -> None:
-    """Select the 1-based ``epoch`` of every Shar loader and DistributedSampler (``set_epoch(epoch − 1)``)."""
+    """Select the 1-based ``epoch`` of every Shar loader and DistributedSampler (``set_epoch(epoch − 1)``).
+
+    A sampler wrapped in a :class:`SeededSampler` counts as the sampler it wraps.
+    """
     for loader in loaders:
         if isinstance(loader, SharLoader):
             loader.set_epoch(epoch)
-        elif isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch - 1)
+            continue
+        sampler = loader.sampler.sampler if isinstance(loader.sampler, SeededSampler) else loader.sampler
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch - 1)
 
 
 def make_train_loaders(
@@ -419,7 +468,10 @@ def make_train_loaders(
     shar_dirs: Sequence[str] = (),
 ) -> WeightedLoaderMixer:
     """One shuffled training loader per manifest (RandomSampler, or DistributedSampler under DDP), then one
-    per Shar directory (``make_shar_train_loader``), mixed with ``weights`` (manifests first)."""
+    per Shar directory (``make_shar_train_loader``), mixed with ``weights`` (manifests first).
+
+    Manifest items are keyed ``(index, seed)`` by a :class:`SeededSampler` and their workers persist.
+    """
     weights = check_loader_weights(weights, len(manifest_paths) + len(shar_dirs))
     loaders: list[DataLoader | SharLoader] = []
     for path in manifest_paths:
@@ -436,7 +488,9 @@ def make_train_loaders(
             )
         else:
             sampler = RandomSampler(dataset)
-        loaders.append(_make_loader(dataset, sampler, batch_size, num_workers))
+        loaders.append(
+            _make_loader(dataset, SeededSampler(sampler), batch_size, num_workers, persistent=True)
+        )
         logger.info("train manifest %s: %d recordings", path, len(dataset))
     for shar_dir in shar_dirs:
         loaders.append(

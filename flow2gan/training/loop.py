@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import sys
 import time
@@ -18,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from flow2gan.checkpoint import save_atomic
-from flow2gan.runtime import tune_malloc
+from flow2gan.runtime import set_training_threads, tune_malloc
 from flow2gan.training import distributed
 from flow2gan.training.averaging import make_averaged_copy, update_averaged_model
 from flow2gan.training.checkpoints import (
@@ -310,7 +311,11 @@ def train_worker(rank: int, world_size: int, opts: TrainOptions, make_stage: Sta
     setup_logging(opts.exp_dir, rank, world_size)
     tune_malloc()
     ctx = distributed.setup(rank, world_size, opts.master_port, opts.device)
-    logger.info("rank %d/%d on %s; options: %s", rank, world_size, ctx.device, opts)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    threads = set_training_threads(local)
+    logger.info(
+        "rank %d/%d on %s, %d torch threads; options: %s", rank, world_size, ctx.device, threads, opts
+    )
     try:
         Trainer(opts, ctx, make_stage).run()
     finally:
