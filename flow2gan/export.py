@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.sampling import euler_sample, resolve_n_timesteps
 
 
 def dft_bases(n_fft: int) -> tuple[Tensor, Tensor]:
@@ -98,20 +99,18 @@ class ExportableSampler(nn.Module):
 
     def __init__(self, model: MelAudioGenerator, n_timesteps: int) -> None:
         super().__init__()
-        if n_timesteps < 1:
-            raise ValueError(f"n_timesteps must be >= 1, got {n_timesteps}")
         self.model = model.eval()
-        self.n_timesteps = n_timesteps
+        self.n_timesteps = resolve_n_timesteps(n_timesteps)
         self.transforms = nn.ModuleList(
             ExportTransform(e.n_fft, e.hop_length, e.fft.window, e.ifft.window) for e in model.estimators
         )
 
     def forward(self, mel: Tensor, noise: Tensor) -> Tensor:
         """(B, M, F), (B, F * hop) -> (B, F * hop) audio in [-1, 1]."""
-        cond_enc = self.model.cond_encoder(mel) if self.model.cond_encoder is not None else mel
+        cond_enc = self.model.encode_cond(mel, check=False)  # data-dependent checks do not trace
         prepared = self.model.prepare_condition(cond_enc, noise.shape[-1])
-        return self.model.sample(
-            noise, prepared, self.n_timesteps, clamp_pred=True, transforms=self.transforms
+        return euler_sample(
+            self.model, noise, prepared, self.n_timesteps, clamp_pred=True, transforms=self.transforms
         )
 
 

@@ -5,7 +5,7 @@ import torch
 from conftest import PARITY, REPO
 
 from flow2gan import GeneratorConfig, MelAudioGenerator, get_generator_config, get_model
-from flow2gan.inference import (
+from flow2gan.sampling import (
     chunk_bounds,
     chunk_context,
     encoder_reach,

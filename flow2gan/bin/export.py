@@ -16,6 +16,7 @@ from pathlib import Path
 from flow2gan.bin.common import optional_str
 from flow2gan.export import export_sampler
 from flow2gan.pretrained import get_model, pretrained_info
+from flow2gan.sampling import resolve_n_timesteps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,12 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if not args.checkpoint and not args.hf_model_name:
         parser.error("give --checkpoint or --hf-model-name")
-    if args.hf_model_name and not args.checkpoint and args.n_timesteps is not None:
-        expected = pretrained_info(args.hf_model_name).n_timesteps
-        if args.n_timesteps != expected:
-            parser.error(f"{args.hf_model_name} is a {expected}-step model; pass --n-timesteps {expected}")
+    try:
+        if args.hf_model_name and not args.checkpoint:
+            released = pretrained_info(args.hf_model_name).n_timesteps
+            resolve_n_timesteps(args.n_timesteps, released, "error", args.hf_model_name)
+    except ValueError as exc:
+        parser.error(str(exc))
     model, _ = get_model(args.model_name, args.hf_model_name, args.checkpoint)
-    n = model.resolve_n_timesteps(args.n_timesteps)
+    n = resolve_n_timesteps(args.n_timesteps, model.default_n_timesteps, "warn")
     out = export_sampler(model, n, args.output, args.format)
     logging.info("wrote %s (%d-step sampler, %s)", out, n, args.format)
     return 0

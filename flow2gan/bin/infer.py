@@ -26,6 +26,7 @@ from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.pretrained import get_model, pretrained_info
 from flow2gan.runtime import tune_malloc
+from flow2gan.sampling import resolve_n_timesteps
 from flow2gan.training.data import make_test_loader
 from flow2gan.training.export import averaged_model_name, load_experiment_generator
 
@@ -68,11 +69,11 @@ def load_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, Path]:
         if not args.output_dir:
             raise SystemExit("--output-dir is required with --checkpoint/--hf-model-name")
         if args.hf_model_name and not args.checkpoint:
-            expected = pretrained_info(args.hf_model_name).n_timesteps
-            if args.n_timesteps != expected:
-                raise SystemExit(
-                    f"{args.hf_model_name} is a {expected}-step model; pass --n-timesteps {expected}"
-                )
+            released = pretrained_info(args.hf_model_name).n_timesteps
+            try:
+                resolve_n_timesteps(args.n_timesteps, released, "error", args.hf_model_name)
+            except ValueError as exc:
+                raise SystemExit(str(exc)) from exc
         model, _ = get_model(args.model_name, args.hf_model_name, args.checkpoint)
         return model, Path(args.output_dir)
     model, _ = load_experiment_generator(

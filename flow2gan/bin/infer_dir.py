@@ -11,7 +11,7 @@ hidden files are ignored, ``--recursive`` mirrors sub-folders. Existing outputs 
 Output length is ``frames * mel_hop`` samples (1 to ``mel_hop`` samples longer than the source),
 as in the reference, except with ``--batch-size`` > 1. The start noise of every file depends only on
 ``--seed`` and the file's relative path, so reruns, resumes and ordering do not change it, and
-``--chunk-size`` (exact chunked inference, :mod:`flow2gan.inference`) reproduces the unchunked output.
+``--chunk-size`` (exact chunked inference, :mod:`flow2gan.sampling`) reproduces the unchunked output.
 
 Batching (``--batch-size`` > 1): inputs are sorted by length and padded; the generator gets the true
 lengths (``audio_lens``) and each output is cut to its input's length. As in the reference, the mel of
@@ -43,10 +43,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from flow2gan.audio import read_audio, resample, save_audio
 from flow2gan.bin.common import optional_str, str2bool
 from flow2gan.features import LOG_CLAMP, LogMelSpectrogram
-from flow2gan.inference import infer_chunked
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.pretrained import get_model, pretrained_info
 from flow2gan.runtime import tune_malloc
+from flow2gan.sampling import resolve_n_timesteps
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +120,6 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--input-dir {args.input_dir} is not a directory")
     if args.output_dir.resolve() == args.input_dir.resolve():
         parser.error("--output-dir must differ from --input-dir")
-    if args.n_timesteps < 1:
-        parser.error(f"--n-timesteps must be >= 1, got {args.n_timesteps}")
     if args.batch_size < 1:
         parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.chunk_size > 0 and args.batch_size > 1:
@@ -130,16 +128,17 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         if args.hf_model_name is None:
             parser.error("give --checkpoint <file> or --hf-model-name <released model>")
         try:
-            expected = pretrained_info(args.hf_model_name).n_timesteps
+            released = pretrained_info(args.hf_model_name).n_timesteps
+            resolve_n_timesteps(args.n_timesteps, released, "error", args.hf_model_name)
         except ValueError as exc:
             parser.error(str(exc))
-        if args.n_timesteps != expected:
-            parser.error(
-                f"{args.hf_model_name} was fine-tuned for {expected} steps; "
-                f"pass --n-timesteps {expected} (got {args.n_timesteps})"
-            )
-    elif args.hf_model_name is not None:
-        logger.warning("--checkpoint given: ignoring --hf-model-name %s", args.hf_model_name)
+    else:
+        try:
+            resolve_n_timesteps(args.n_timesteps)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if args.hf_model_name is not None:
+            logger.warning("--checkpoint given: ignoring --hf-model-name %s", args.hf_model_name)
 
 
 def find_inputs(input_dir: Path, output_dir: Path, recursive: bool) -> list[Path]:
@@ -249,7 +248,7 @@ class DirVocoder:
         except Exception as exc:  # torch.load raises many types for foreign or corrupt files
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"cannot load tensor file: {first_line}") from exc
-        mel = self.model.check_mel(obj.float() if isinstance(obj, Tensor) else obj)
+        mel = self.model.check_cond(obj.float() if isinstance(obj, Tensor) else obj)
         if mel.shape[0] != 1:
             raise ValueError(f"holds a batch of {mel.shape[0]} mels, expected one")
         if mel.shape[-1] < self.min_frames:
@@ -274,8 +273,8 @@ class DirVocoder:
         mel = self.mel_of(item)
         noise = self.start_noise([item], mel.shape[-1] * self.config.mel_hop_length)
         if self.chunk_size > 0:
-            out = infer_chunked(
-                self.model, mel, self.chunk_size, self.n_timesteps, clamp_pred=True, noise=noise
+            out = self.model.infer_chunked(
+                mel, self.chunk_size, self.n_timesteps, clamp_pred=True, noise=noise
             )
         else:
             out = self.model.infer(mel, n_timesteps=self.n_timesteps, clamp_pred=True, noise=noise)
@@ -334,9 +333,7 @@ def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Mel
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     model.eval()
-    trained_for = model.default_n_timesteps
-    if trained_for is not None and trained_for != args.n_timesteps:
-        logger.warning("checkpoint was made for %d steps, running %d", trained_for, args.n_timesteps)
+    resolve_n_timesteps(args.n_timesteps, model.default_n_timesteps, "warn")
     return model
 
 

@@ -1,4 +1,7 @@
-"""The multi-branch, multi-resolution Fourier-domain generator and its flow-matching sampler and loss."""
+"""The multi-branch, multi-resolution Fourier-domain generator and its flow-matching loss.
+
+The sampler lives in :mod:`flow2gan.sampling`; ``infer``/``infer_chunked`` are thin wrappers around it.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from flow2gan import sampling
 from flow2gan.config import GeneratorConfig
 from flow2gan.features import LinearFilterSpectrogram, complex_stft
 from flow2gan.models.modules import BiasNorm, ConvNeXtBlock, fit_length, sinusoidal_embedding
@@ -168,7 +172,7 @@ class PreparedCondition:
 
 
 class MelAudioGenerator(nn.Module):
-    """Mel-conditioned Flow2GAN generator: endpoint estimator, Euler sampler and FM loss.
+    """Mel-conditioned Flow2GAN generator: endpoint estimator and FM loss (a :mod:`flow2gan.sampling` model).
 
     Build with ``MelAudioGenerator(config)`` or, like the reference, ``MelAudioGenerator(**config_dict)``.
     """
@@ -199,33 +203,34 @@ class MelAudioGenerator(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
-    def check_mel(self, mel: Tensor) -> Tensor:
-        """Validate a log-mel (B, M, F) or (M, F); returns (B, M, F) or raises ``ValueError``."""
-        if not isinstance(mel, Tensor):
-            raise ValueError(f"mel must be a torch.Tensor, got {type(mel).__name__}")
-        if mel.dim() == 2:
-            mel = mel.unsqueeze(0)
-        if mel.dim() != 3:
-            raise ValueError(
-                f"mel must have shape (B, n_mels, frames) or (n_mels, frames), got {tuple(mel.shape)}"
-            )
-        if mel.shape[1] != self.config.n_mels:
-            raise ValueError(
-                f"mel has {mel.shape[1]} bands but this model expects n_mels={self.config.n_mels} "
-                f"(shape {tuple(mel.shape)})"
-            )
-        if mel.shape[-1] < self.config.min_mel_frames:
-            raise ValueError(
-                f"mel has {mel.shape[-1]} frames, the generator needs at least {self.config.min_mel_frames}"
-            )
-        if not torch.isfinite(mel).all():
-            raise ValueError("mel contains NaN or inf values")
-        return mel
+    @property
+    def frame_hop(self) -> int:
+        """Output samples per mel frame (sampler protocol, :mod:`flow2gan.sampling`)."""
+        return self.config.mel_hop_length
 
-    def encode_cond(self, mel: Tensor) -> Tensor:
-        """Condition encoder, run once per call: (B, M, F) -> (B, E, F)."""
-        mel = self.check_mel(mel)
+    @property
+    def init_noise_scale(self) -> float:
+        """Standard deviation of the sampler's start noise."""
+        return self.config.init_noise_scale
+
+    @property
+    def pred_x1(self) -> bool:
+        """Whether the estimator predicts the endpoint x1 (else the velocity)."""
+        return self.config.pred_x1
+
+    def check_cond(self, mel: Tensor) -> Tensor:
+        """Validate a log-mel (B, M, F) or (M, F); returns (B, M, F) or raises ``ValueError``."""
+        return sampling.check_mel(mel, self.config)
+
+    def encode_cond(self, mel: Tensor, check: bool = True) -> Tensor:
+        """Condition encoder, run once per call: (B, M, F) -> (B, E, F); ``check=False`` skips validation."""
+        if check:
+            mel = self.check_cond(mel)
         return mel if self.cond_encoder is None else self.cond_encoder(mel)
+
+    def chunk_context(self, n_timesteps: int) -> int:
+        """Mel frames of context per chunk side for exact chunked inference."""
+        return sampling.chunk_context(self.config, n_timesteps)
 
     def prepare_condition(self, cond_enc: Tensor, n_samples: int) -> PreparedCondition:
         """Per-branch condition terms for a waveform of ``n_samples`` (reused across Euler steps)."""
@@ -272,12 +277,6 @@ class MelAudioGenerator(nn.Module):
         """Endpoint prediction g(x_t, t | c): x (B, T), cond_enc (B, E, F), t (B,) or (B, 1) -> (B, T)."""
         return self.estimate_prepared(x, self.prepare_condition(cond_enc, x.shape[-1]), t, audio_lens)
 
-    def output_length(self, n_frames: int, audio_lens: Tensor | None) -> int:
-        """Samples generated for ``n_frames`` mel frames: frames * mel_hop, or max(audio_lens)."""
-        if audio_lens is not None:
-            return int(audio_lens.max())
-        return n_frames * self.config.mel_hop_length
-
     def infer(
         self,
         cond: Tensor,
@@ -291,31 +290,9 @@ class MelAudioGenerator(nn.Module):
 
         ``noise`` is the already-scaled start (B, T); ``n_timesteps=None`` uses the step count the
         loaded checkpoint was made for, else 1. Differentiable when gradients are enabled (GAN stage).
+        See :func:`flow2gan.sampling.infer`.
         """
-        n = self.resolve_n_timesteps(n_timesteps)
-        cond_enc = self.encode_cond(cond)
-        n_samples = self.output_length(cond_enc.shape[-1], audio_lens)
-        noise = self.start_noise(cond_enc, n_samples, noise, generator)
-        return self.sample(noise, self.prepare_condition(cond_enc, n_samples), n, audio_lens, clamp_pred)
-
-    def resolve_n_timesteps(self, n_timesteps: int | None) -> int:
-        """``n_timesteps``, or the loaded checkpoint's step count, or 1; must be >= 1."""
-        n = n_timesteps if n_timesteps is not None else (self.default_n_timesteps or 1)
-        if n < 1:
-            raise ValueError(f"n_timesteps must be >= 1, got {n}")
-        return n
-
-    def start_noise(
-        self, like: Tensor, n_samples: int, noise: Tensor | None, generator: torch.Generator | None
-    ) -> Tensor:
-        """Scaled start noise (B, n_samples) on ``like``'s device/dtype, or a checked user-given one."""
-        batch = like.shape[0]
-        if noise is None:
-            noise = torch.randn(batch, n_samples, generator=generator, device=like.device)
-            return noise.to(like.dtype) * self.config.init_noise_scale
-        if noise.shape != (batch, n_samples):
-            raise ValueError(f"noise must have shape {(batch, n_samples)}, got {tuple(noise.shape)}")
-        return noise
+        return sampling.infer(self, cond, audio_lens, n_timesteps, clamp_pred, noise, generator)
 
     def infer_chunked(
         self,
@@ -326,29 +303,11 @@ class MelAudioGenerator(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Like :meth:`infer` (no lengths) but ``chunk_size`` mel frames at a time, with exact context."""
-        from flow2gan.inference import infer_chunked
+        """Like :meth:`infer` (no lengths) but ``chunk_size`` mel frames at a time, with exact context.
 
-        return infer_chunked(self, cond, chunk_size, n_timesteps, clamp_pred, noise, generator)
-
-    def sample(
-        self,
-        x: Tensor,
-        cond: PreparedCondition,
-        n_timesteps: int,
-        audio_lens: Tensor | None = None,
-        clamp_pred: bool = False,
-        transforms: nn.ModuleList | None = None,
-    ) -> Tensor:
-        """Euler integration on the grid k / N from start x (B, T) -> (B, T)."""
-        ts = torch.linspace(0, 1, n_timesteps + 1, device=x.device, dtype=x.dtype)
-        dt = ts[1] - ts[0]
-        batch = x.shape[0]
-        for k in range(n_timesteps):
-            pred = self.estimate_prepared(x, cond, ts[k].expand(batch), audio_lens, transforms)
-            velocity = (pred - x) / (1 - ts[k]) if self.config.pred_x1 else pred
-            x = x + velocity * dt
-        return x.clamp(-1.0, 1.0) if clamp_pred else x
+        See :func:`flow2gan.sampling.infer_chunked`.
+        """
+        return sampling.infer_chunked(self, cond, chunk_size, n_timesteps, clamp_pred, noise, generator)
 
     def fm_loss(self, pred: Tensor, target: Tensor, audio_lens: Tensor | None = None) -> Tensor:
         """Spectral-energy-scaled flow-matching loss of pred vs target, both (B, T) -> scalar."""
