@@ -162,14 +162,16 @@ def start_noise(
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Scaled start noise (B, n_samples) on ``like``'s device and dtype (B = ``like.shape[0]``).
+    """Scaled start noise (B, n_samples) on ``like``'s device and float dtype (B = ``like.shape[0]``).
 
-    A given ``noise`` is the already-scaled start and is only checked (``ValueError`` on a wrong shape).
+    ``like`` is the condition (integer codes give float32 noise). A given ``noise`` is the
+    already-scaled start and is only checked (``ValueError`` on a wrong shape).
     """
     batch = like.shape[0]
     if noise is None:
         noise = torch.randn(batch, n_samples, generator=generator, device=like.device)
-        return noise.to(like.dtype) * model.init_noise_scale
+        dtype = like.dtype if like.is_floating_point() else noise.dtype
+        return noise.to(dtype) * model.init_noise_scale
     if noise.shape != (batch, n_samples):
         raise ValueError(f"noise must have shape {(batch, n_samples)}, got {tuple(noise.shape)}")
     return noise
