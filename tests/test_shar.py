@@ -80,6 +80,8 @@ def test_loader_splits_shards_by_worker(data):
     assert sorted(first) == NAMES  # each worker read its own 4 shards
     set_loader_epoch([loader], 1)
     assert [batch[2][0] for batch in loader] == first
+    set_loader_epoch([loader], 2)  # reaches the workers: they must not persist across epochs
+    assert [batch[2][0] for batch in loader] != first
 
 
 def test_shar_loader_errors(data, tmp_path, monkeypatch):

@@ -378,7 +378,11 @@ class SharTrainStream(IterableDataset):
 
 
 class SharLoader:
-    """An epoch of ``num_batches`` batches from a DataLoader over a ``SharTrainStream``."""
+    """An epoch of ``num_batches`` batches from a DataLoader over a ``SharTrainStream``.
+
+    The DataLoader's workers must not persist across epochs: ``set_epoch`` reaches them only because they
+    are started (forked) afresh by every ``iter()``.
+    """
 
     def __init__(self, loader: DataLoader, num_batches: int) -> None:
         self.loader = loader
