@@ -21,6 +21,11 @@ batch's longest comes out slightly different near its end than when run alone; t
 
 A bad input (unreadable, empty, too short, NaN, wrong number of mel bands, a ``.pt`` that is not a
 tensor) is reported by name with the reason and the run goes on; the exit code is 1 if any failed.
+
+Token models (``--model-name encodec_24k_*``): audio files are encoded by the EnCodec of ``--codec``
+at ``--bandwidth`` kbps (default 6) and vocoded from those codes (codec resynthesis); ``.pt`` files
+hold integer codes ``(n_q, frames)`` or ``(1, n_q, frames)`` and need no codec (``--bandwidth``, when
+given, must match their codebook count).
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from flow2gan.audio import read_audio, resample, save_audio
 from flow2gan.bin.common import optional_str, str2bool
-from flow2gan.features import LOG_CLAMP, LogMelSpectrogram
+from flow2gan.codec import EncodecTokenizer
+from flow2gan.features import LOG_CLAMP
 from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import TokenAudioGenerator, audio_front_end
 from flow2gan.pretrained import get_model, pretrained_info
 from flow2gan.runtime import tune_malloc
 from flow2gan.sampling import resolve_n_timesteps
@@ -111,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recursive", **flag, help="also read sub-folders (mirrored in the output)")
     parser.add_argument("--overwrite", **flag, help="rewrite outputs that already exist")
     parser.add_argument("--seed", type=int, default=0, help="start-noise seed (combined with each path)")
+    parser.add_argument(
+        "--codec", type=optional_str, default=None, help="token models: EnCodec of audio inputs"
+    )
+    parser.add_argument("--bandwidth", type=float, default=None, help="token models: kbps (audio default 6)")
     return parser
 
 
@@ -209,7 +220,13 @@ def file_seed(seed: int, rel: Path) -> int:
 class DirVocoder:
     """Loads inputs, runs the generator (single, chunked or batched) and writes the outputs."""
 
-    def __init__(self, model: MelAudioGenerator, args: argparse.Namespace, summary: Summary) -> None:
+    def __init__(
+        self,
+        model: MelAudioGenerator,
+        args: argparse.Namespace,
+        summary: Summary,
+        codec: EncodecTokenizer | None = None,
+    ) -> None:
         self.model = model
         self.config = model.config
         self.device = torch.device(args.device)
@@ -219,8 +236,12 @@ class DirVocoder:
         self.seed = args.seed
         self.summary = summary
         cfg = self.config
-        self.mel_fn = LogMelSpectrogram(cfg.sampling_rate, cfg.mel_n_fft, cfg.mel_hop_length, cfg.n_mels)
-        self.mel_fn.to(self.device)
+        self.tokens = isinstance(model, TokenAudioGenerator)
+        self.bandwidth = args.bandwidth
+        self.cond_fn = None
+        if codec is not None or not self.tokens:
+            audio_bandwidth = 6.0 if args.bandwidth is None else args.bandwidth
+            self.cond_fn = audio_front_end(model, codec, audio_bandwidth).to(self.device)
         self.min_frames = cfg.min_mel_frames
         self.min_samples = max(cfg.mel_n_fft // 2 + 1, (self.min_frames - 1) * cfg.mel_hop_length)
         self.resampled_rates: set[int] = set()
@@ -229,6 +250,8 @@ class DirVocoder:
         """Read and validate one input; ``ValueError`` with the reason if it is unusable."""
         if job.is_mel:
             return Item(job, self.load_mel(job.source))
+        if self.cond_fn is None:
+            raise ValueError("audio input to a token model needs --codec (EnCodec hub name or folder)")
         data, sr = read_audio(job.source)
         if sr != self.config.sampling_rate and sr not in self.resampled_rates:
             self.resampled_rates.add(sr)
@@ -248,7 +271,10 @@ class DirVocoder:
         except Exception as exc:  # torch.load raises many types for foreign or corrupt files
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ValueError(f"cannot load tensor file: {first_line}") from exc
-        mel = self.model.check_cond(obj.float() if isinstance(obj, Tensor) else obj)
+        if self.tokens:
+            mel = self.model.check_cond(obj, self.bandwidth)
+        else:
+            mel = self.model.check_cond(obj.float() if isinstance(obj, Tensor) else obj)
         if mel.shape[0] != 1:
             raise ValueError(f"holds a batch of {mel.shape[0]} mels, expected one")
         if mel.shape[-1] < self.min_frames:
@@ -266,7 +292,7 @@ class DirVocoder:
     def mel_of(self, item: Item) -> Tensor:
         """Log-mel (1, M, F) of one item on the device."""
         data = item.data.to(self.device)
-        return data.unsqueeze(0) if item.job.is_mel else self.mel_fn(data.unsqueeze(0))
+        return data.unsqueeze(0) if item.job.is_mel else self.cond_fn(data.unsqueeze(0))
 
     def vocode_single(self, item: Item) -> Tensor:
         """One utterance, no lengths -> (frames * mel_hop,)."""
@@ -285,7 +311,9 @@ class DirVocoder:
         hop = self.config.mel_hop_length
         if items[0].job.is_mel:
             frames = [item.data.shape[-1] for item in items]
-            mel = torch.full((len(items), self.config.n_mels, max(frames)), math.log(LOG_CLAMP))
+            first = items[0].data
+            fill = 0 if self.tokens else math.log(LOG_CLAMP)
+            mel = torch.full((len(items), first.shape[0], max(frames)), fill, dtype=first.dtype)
             for row, item in enumerate(items):
                 mel[row, :, : frames[row]] = item.data
             lengths = [f * hop for f in frames]
@@ -295,7 +323,7 @@ class DirVocoder:
             audio = torch.zeros(len(items), max(lengths))
             for row, item in enumerate(items):
                 audio[row, : lengths[row]] = item.data
-            mel = self.mel_fn(audio.to(self.device))
+            mel = self.cond_fn(audio.to(self.device))
         audio_lens = torch.tensor(lengths, device=self.device)
         noise = self.start_noise(items, max(lengths))
         out = self.model.infer(mel, audio_lens, self.n_timesteps, clamp_pred=True, noise=noise)
@@ -347,7 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(parser, args)
     summary = Summary()
     jobs = plan_jobs(args, summary)
-    vocoder = DirVocoder(model, args, summary)
+    try:
+        codec = EncodecTokenizer(args.codec) if args.codec else None
+        vocoder = DirVocoder(model, args, summary, codec)
+    except (ValueError, ImportError, OSError) as exc:
+        parser.error(str(exc))
     batches = list(make_batches(jobs, args.batch_size))
     with logging_redirect_tqdm(), torch.inference_mode(), tqdm(total=len(jobs), unit="file") as bar:
         for batch in batches:

@@ -1,0 +1,98 @@
+"""Token models in the tools: infer_dir resynthesis and code files, chunked inference, ONNX export."""
+
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+from conftest import REPO
+
+from flow2gan import get_generator_config, get_model
+from flow2gan.audio import load_audio
+from flow2gan.bin.infer_dir import main as infer_dir
+from flow2gan.codec import EncodecTokenizer
+from flow2gan.models.token_generator import TokenAudioGenerator
+
+MODEL = "encodec_24k_small"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(codec_dir, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = TokenAudioGenerator(get_generator_config(MODEL))
+    model.code_embedding.load_codebooks(EncodecTokenizer(codec_dir).codebooks())
+    path = tmp_path_factory.mktemp("token_ckpt") / "tok.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("token_inputs")
+    speech = load_audio(REPO / "test_data/wav/us_male_fox.wav", 24000).numpy()
+    sf.write(root / "a.wav", speech[:9000], 24000)
+    sf.write(root / "b16.wav", speech[2000:8000], 16000)
+    torch.save(torch.randint(0, 1024, (8, 20)), root / "codes2d.pt")
+    torch.save(torch.randint(0, 1024, (1, 4, 12)), root / "codes3d.pt")
+    torch.save(torch.full((8, 20), 2000), root / "bad_index.pt")
+    torch.save(torch.zeros(3, 20, dtype=torch.long), root / "bad_nq.pt")
+    return root
+
+
+def run(checkpoint: Path, inputs: Path, out: Path, *extra: str) -> int:
+    flags = ["--checkpoint", str(checkpoint), "--model-name", MODEL, "--device", "cpu", "--n-timesteps", "2"]
+    return infer_dir([*flags, "--input-dir", str(inputs), "--output-dir", str(out), *extra])
+
+
+def test_infer_dir_resynthesis_and_code_files(checkpoint, inputs, codec_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert run(checkpoint, inputs, out, "--codec", str(codec_dir), "--input-type", "audio") == 1
+    report = capsys.readouterr().out
+    assert "4 written" in report and "2 failed" in report
+    assert "bad_index.pt: codebook index 2000 out of range" in report
+    assert "bad_nq.pt: codes have 3 codebooks" in report
+    assert sf.info(out / "a.wav").frames == 29 * 320  # ceil(9000 / 320) code frames
+    assert sf.info(out / "b16.wav").frames == 29 * 320  # 6000 samples at 16 kHz = 9000 at 24 kHz
+    assert sf.info(out / "codes2d.wav").frames == 20 * 320
+    assert sf.info(out / "codes3d.wav").frames == 12 * 320
+    # the same files again in batches, and chunked: code files vocode identically
+    batched, chunked = tmp_path / "batched", tmp_path / "chunked"
+    assert run(checkpoint, inputs, batched, "--codec", str(codec_dir), "--batch-size", "2") == 1
+    assert run(checkpoint, inputs, chunked, "--codec", str(codec_dir), "--chunk-size", "5") == 1
+    for name in ("a.wav", "codes2d.wav"):
+        ref = sf.read(out / name)[0]
+        assert abs(sf.read(chunked / name)[0] - ref).max() <= 1 / 2**15
+    assert abs(sf.read(batched / "codes3d.wav")[0] - sf.read(out / "codes3d.wav")[0]).max() <= 1 / 2**15
+
+
+def test_infer_dir_token_model_without_codec(checkpoint, inputs, tmp_path, capsys):
+    assert run(checkpoint, inputs, tmp_path / "out", "--bandwidth", "6") == 1
+    report = capsys.readouterr().out
+    assert "a.wav: audio input to a token model needs --codec" in report
+    assert "codes3d.pt: bandwidth 6.0 kbps uses 8 codebooks, the codes have 4" in report
+    assert (tmp_path / "out" / "codes2d.wav").is_file()
+
+
+def test_infer_dir_codec_rejected_for_mel_model(codec_dir, inputs, tmp_path):
+    from conftest import PARITY
+
+    flags = [
+        "--checkpoint",
+        str(PARITY / "tiny_24k.pt"),
+        "--model-name",
+        str(PARITY / "tiny_24k_config.json"),
+    ]
+    with pytest.raises(SystemExit):
+        infer_dir(
+            [*flags, "--input-dir", str(inputs), "--output-dir", str(tmp_path), "--codec", str(codec_dir)]
+        )
+
+
+def test_chunked_equals_offline(checkpoint):
+    model, _ = get_model(model_name=MODEL, checkpoint=checkpoint)
+    codes = torch.randint(0, 1024, (2, 16, 70))
+    noise = 0.1 * torch.randn(2, 70 * 320)
+    with torch.inference_mode():
+        full = model.infer(codes, n_timesteps=2, noise=noise, clamp_pred=True)
+        chunked = model.infer_chunked(codes, chunk_size=16, n_timesteps=2, noise=noise, clamp_pred=True)
+    torch.testing.assert_close(chunked, full, rtol=0, atol=1e-5)
