@@ -4,8 +4,9 @@
 :class:`MatmulISTFT` (inverse real DFT as a matmul, overlap-add with ``conv_transpose1d``, division by
 the overlap-added squared window) and :class:`ConvSTFT` (reflect padding + strided ``conv1d`` with
 windowed DFT bases). Both equal ``torch.istft`` / ``torch.stft`` (centred, one-sided) to float
-precision; the eager model keeps the torch ops. Exported inputs: ``mel`` (B, n_mels, F) and the scaled
-start ``noise`` (B, F * mel_hop) (``0.1 * randn``); output ``audio`` (B, F * mel_hop), clamped to [-1, 1].
+precision; the eager model keeps the torch ops. Exported inputs: ``mel`` (B, n_mels, F) (a token model:
+``codes`` (B, n_q, F) int64) and the scaled start ``noise`` (B, F * mel_hop) (``0.1 * randn``); output
+``audio`` (B, F * mel_hop), clamped to [-1, 1].
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import TokenAudioGenerator
 from flow2gan.sampling import euler_sample, resolve_n_timesteps
 
 
@@ -95,7 +97,10 @@ class ExportTransform(nn.Module):
 
 
 class ExportableSampler(nn.Module):
-    """The N-step Euler sampler with export-friendly STFTs: mel (B, M, F), noise (B, F*hop) -> (B, F*hop)."""
+    """The N-step Euler sampler with export-friendly STFTs: cond (B, C, F), noise (B, F*hop) -> (B, F*hop).
+
+    ``cond`` is a log-mel, or int64 codes (B, n_q, F) for a token model.
+    """
 
     def __init__(self, model: MelAudioGenerator, n_timesteps: int) -> None:
         super().__init__()
@@ -105,9 +110,9 @@ class ExportableSampler(nn.Module):
             ExportTransform(e.n_fft, e.hop_length, e.fft.window, e.ifft.window) for e in model.estimators
         )
 
-    def forward(self, mel: Tensor, noise: Tensor) -> Tensor:
-        """(B, M, F), (B, F * hop) -> (B, F * hop) audio in [-1, 1]."""
-        cond_enc = self.model.encode_cond(mel, check=False)  # data-dependent checks do not trace
+    def forward(self, cond: Tensor, noise: Tensor) -> Tensor:
+        """(B, C, F), (B, F * hop) -> (B, F * hop) audio in [-1, 1]."""
+        cond_enc = self.model.encode_cond(cond, check=False)  # data-dependent checks do not trace
         prepared = self.model.prepare_condition(cond_enc, noise.shape[-1])
         return euler_sample(
             self.model, noise, prepared, self.n_timesteps, clamp_pred=True, transforms=self.transforms
@@ -117,26 +122,39 @@ class ExportableSampler(nn.Module):
 def export_sampler(
     model: MelAudioGenerator, n_timesteps: int, output: Path, fmt: str = "onnx", frames: int = 32
 ) -> Path:
-    """Write the N-step sampler to ``output`` as ONNX (dynamic batch and frame axes) or TorchScript."""
+    """Write the N-step sampler to ``output`` as ONNX (dynamic batch and frame axes) or TorchScript.
+
+    A token model's graph takes ``codes`` (B, n_q, F) int64 with a dynamic ``n_q`` (any of its
+    bandwidths' codebook counts) instead of ``mel``.
+    """
     sampler = ExportableSampler(model, n_timesteps).eval()
     cfg = model.config
-    mel = torch.randn(2, cfg.n_mels, frames)
+    tokens = isinstance(model, TokenAudioGenerator)
+    if tokens:
+        counts = [cfg.n_codebooks(b) for b in cfg.bandwidths]
+        cond = torch.randint(0, cfg.codebook_size, (2, max(counts), frames))
+    else:
+        cond = torch.randn(2, cfg.n_mels, frames)
     noise = cfg.init_noise_scale * torch.randn(2, frames * cfg.mel_hop_length)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "torchscript":
         with torch.no_grad():
-            torch.jit.trace(sampler, (mel, noise), check_trace=False).save(str(output))
+            torch.jit.trace(sampler, (cond, noise), check_trace=False).save(str(output))
         return output
     if fmt != "onnx":
         raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
     batch, n_frames = torch.export.Dim("batch"), torch.export.Dim("frames", min=cfg.min_mel_frames)
-    shapes = {"mel": {0: batch, 2: n_frames}, "noise": {0: batch, 1: n_frames * cfg.mel_hop_length}}
+    cond_name = "codes" if tokens else "mel"
+    cond_shape = {0: batch, 2: n_frames}
+    if tokens:
+        cond_shape[1] = torch.export.Dim("codebooks", min=min(counts), max=max(counts))
+    shapes = {"cond": cond_shape, "noise": {0: batch, 1: n_frames * cfg.mel_hop_length}}
     with torch.no_grad():
         program = torch.onnx.export(
             sampler,
-            (mel, noise),
-            input_names=["mel", "noise"],
+            (cond, noise),
+            input_names=[cond_name, "noise"],
             output_names=["audio"],
             dynamic_shapes=shapes,
             dynamo=True,

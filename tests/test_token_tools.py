@@ -96,3 +96,38 @@ def test_chunked_equals_offline(checkpoint):
         full = model.infer(codes, n_timesteps=2, noise=noise, clamp_pred=True)
         chunked = model.infer_chunked(codes, chunk_size=16, n_timesteps=2, noise=noise, clamp_pred=True)
     torch.testing.assert_close(chunked, full, rtol=0, atol=1e-5)
+
+
+def test_onnx_export_takes_codes(checkpoint, tmp_path):
+    import numpy as np
+
+    from flow2gan.bin import export as export_cli
+    from flow2gan.onnx import OnnxVocoder
+
+    path = tmp_path / "tok.onnx"
+    assert (
+        export_cli.main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                "--model-name",
+                MODEL,
+                "--n-timesteps",
+                "1",
+                "--output",
+                str(path),
+            ]
+        )
+        == 0
+    )
+    model, _ = get_model(model_name=MODEL, checkpoint=checkpoint)
+    vocoder = OnnxVocoder(path, threads=1)
+    for batch, n_q, frames in ((1, 2, 9), (2, 16, 13)):
+        codes, noise = torch.randint(0, 1024, (batch, n_q, frames)), 0.1 * torch.randn(batch, frames * 320)
+        with torch.inference_mode():
+            ref = model.infer(codes, n_timesteps=1, noise=noise, clamp_pred=True)
+        out = vocoder.infer(codes.numpy(), noise.numpy())
+        assert out.shape == (batch, frames * 320) and np.abs(out - ref.numpy()).max() <= 1e-4
+    assert vocoder.infer(codes[0].numpy(), seed=1).shape == (1, frames * 320)
+    with pytest.raises(ValueError, match="codes must be integers"):
+        vocoder.infer(codes.float().numpy())

@@ -160,6 +160,20 @@ class TokenAudioGenerator(MelAudioGenerator):
         codes = self.check_cond(cond, bandwidth)
         return super().infer(codes, audio_lens, n_timesteps, clamp_pred, noise, generator)
 
+    def infer_chunked(
+        self,
+        cond: Tensor,
+        chunk_size: int,
+        n_timesteps: int | None = None,
+        clamp_pred: bool = False,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        bandwidth: float | None = None,
+    ) -> Tensor:
+        """:meth:`infer` ``chunk_size`` code frames at a time, equal to it (exact context, no lengths)."""
+        codes = self.check_cond(cond, bandwidth)
+        return super().infer_chunked(codes, chunk_size, n_timesteps, clamp_pred, noise, generator)
+
 
 def build_generator(config: GeneratorConfig) -> MelAudioGenerator:
     """The generator class a config describes: token-conditioned for a ``TokenGeneratorConfig``, else mel."""
