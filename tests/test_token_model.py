@@ -67,8 +67,12 @@ def test_token_model_adds_only_the_code_front_end():
         mel = MelAudioGenerator(get_generator_config("mel_24k_base"))
         tok = TokenAudioGenerator(get_generator_config("encodec_24k_base"))
     mel_keys, tok_keys = set(mel.state_dict()), set(tok.state_dict())
-    assert tok_keys - mel_keys == {"code_embedding.codebooks", "code_embedding.bandwidth_embed.weight"}
-    assert mel_keys == tok_keys - {"code_embedding.codebooks", "code_embedding.bandwidth_embed.weight"}
+    added = {
+        "code_embedding.codebooks",
+        "code_embedding.codebook_scale",
+        "code_embedding.bandwidth_embed.weight",
+    }
+    assert tok_keys - mel_keys == added and mel_keys == tok_keys - added
     assert tok.state_dict()["code_embedding.codebooks"].shape == (16, 1024, 128)
 
 
@@ -76,7 +80,11 @@ def test_code_embedding_sums_codebook_vectors(model):
     codes = torch.randint(0, 1024, (2, 4, 9))
     emb = model.code_embedding(codes)
     books = model.code_embedding.codebooks
-    expected = sum(books[q][codes[:, q]] for q in range(4)) + model.code_embedding.bandwidth_embed.weight[1]
+    scale = books.square().mean().sqrt()
+    assert model.code_embedding.codebook_scale == scale
+    expected = (
+        sum(books[q][codes[:, q]] for q in range(4)) / scale + model.code_embedding.bandwidth_embed.weight[1]
+    )
     torch.testing.assert_close(emb, expected.transpose(1, 2))
 
 

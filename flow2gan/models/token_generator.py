@@ -26,7 +26,10 @@ class CodeEmbedding(nn.Module):
     """Codes (B, n_q, F) -> summed frozen code vectors + bandwidth embedding (B, codebook_dim, F).
 
     Buffer ``codebooks`` (max_codebooks, codebook_size, codebook_dim) holds the codec's quantiser
-    vectors (zeros until :meth:`load_codebooks`); ``bandwidth_embed`` has one learned row per bandwidth.
+    vectors (zeros until :meth:`load_codebooks`) and ``codebook_scale`` their RMS: the summed vectors are
+    divided by it, so the condition has about unit scale whatever the codec's latent scale (a random
+    codec's is ~1e-2, which the condition encoder's first BiasNorm bias would swamp);
+    ``bandwidth_embed`` has one learned row per bandwidth.
     """
 
     def __init__(self, config: TokenGeneratorConfig) -> None:
@@ -35,6 +38,7 @@ class CodeEmbedding(nn.Module):
         n_max, size, dim = config.max_codebooks, config.codebook_size, config.codebook_dim
         self.codebook_size = size
         self.register_buffer("codebooks", torch.zeros(n_max, size, dim))
+        self.register_buffer("codebook_scale", torch.ones(()))
         self.register_buffer(
             "n_codebooks",
             torch.tensor([config.n_codebooks(b) for b in config.bandwidths]),
@@ -44,8 +48,8 @@ class CodeEmbedding(nn.Module):
 
     @torch.no_grad()
     def load_codebooks(self, codebooks: Tensor) -> None:
-        """Copy the codec's first ``max_codebooks`` codebooks (n, size, dim) and scale the bandwidth
-        embedding like one code vector element (N(0, rms(codebooks)^2)), so neither dominates at init.
+        """Copy the codec's first ``max_codebooks`` codebooks (n, size, dim), set ``codebook_scale`` to
+        their RMS and re-draw the bandwidth embedding N(0, 1), the scale of a normalised code vector.
         """
         if codebooks.dim() != 3 or codebooks.shape[1:] != self.codebooks.shape[1:]:
             raise ValueError(
@@ -56,8 +60,9 @@ class CodeEmbedding(nn.Module):
         if codebooks.shape[0] < n:
             raise ValueError(f"the codec has {codebooks.shape[0]} codebooks, this model needs {n}")
         self.codebooks.copy_(codebooks[:n])
-        rms = float(self.codebooks.square().mean().sqrt())
-        nn.init.normal_(self.bandwidth_embed.weight, std=rms if rms > 0 else 1.0)
+        rms = self.codebooks.square().mean().sqrt()
+        self.codebook_scale.copy_(torch.where(rms > 0, rms, torch.ones_like(rms)))
+        nn.init.normal_(self.bandwidth_embed.weight)
 
     def forward(self, codes: Tensor) -> Tensor:
         """(B, n_q, F) int64 with n_q one of the bandwidths' codebook counts -> (B, codebook_dim, F).
@@ -67,7 +72,7 @@ class CodeEmbedding(nn.Module):
         n_q = codes.shape[1]
         flat = self.codebooks[:n_q].reshape(-1, self.codebooks.shape[-1])  # (n_q * size, dim)
         offsets = torch.arange(n_q, device=codes.device).unsqueeze(-1) * self.codebook_size
-        vectors = nn.functional.embedding(codes + offsets, flat).sum(dim=1)  # (B, F, dim)
+        vectors = nn.functional.embedding(codes + offsets, flat).sum(dim=1) / self.codebook_scale
         which = (self.n_codebooks == n_q).to(vectors.dtype)  # one-hot over bandwidths
         return (vectors + which @ self.bandwidth_embed.weight).transpose(1, 2)
 
@@ -75,8 +80,8 @@ class CodeEmbedding(nn.Module):
 class TokenAudioGenerator(MelAudioGenerator):
     """Flow2GAN generator conditioned on EnCodec codes: (B, n_q, F) int64 -> waveform (B, F * 320).
 
-    State dict: the mel generator's entries (same names) plus ``code_embedding.codebooks`` and
-    ``code_embedding.bandwidth_embed.weight``.
+    State dict: the mel generator's entries (same names) plus ``code_embedding.codebooks``,
+    ``code_embedding.codebook_scale`` and ``code_embedding.bandwidth_embed.weight``.
     """
 
     config: TokenGeneratorConfig
