@@ -126,3 +126,16 @@ def test_mini_recipe_end_to_end(tmp_path):
     for system in ("stage1-2step", "finetuned-2step"):
         assert scores[system]["pesq"] > scores["untrained"]["pesq"], scores
         assert scores[system]["mr_stft"] < scores["untrained"]["mr_stft"] - 0.1, scores
+
+
+def test_ljspeech_recipe_offline_data_preparation(tmp_path):
+    out = tmp_path / "lj"
+    lj = REPO.parent / "shared" / "data" / "ljspeech-32"
+    args = ("--wav-dir", str(lj), "--n-heldout", "6", "--out", str(out), "--stop-stage", "0")
+    result = run_script("recipes/ljspeech/run.sh", *args)
+    assert result.returncode == 0, result.stderr
+    train = RecordingSet.from_file(out / "data" / "train.jsonl.gz")
+    assert sorted(train.ids) == [f"LJ001-{i:04d}" for i in range(1, 27)]
+    held = sorted(p.name for p in (out / "data" / "heldout_wav").iterdir())
+    assert held == [f"LJ001-{i:04d}.wav" for i in range(27, 33)]
+    assert len(RecordingSet.from_file(out / "data" / "valid.jsonl.gz")) == 8

@@ -1,0 +1,476 @@
+"""Learning benchmark: does the real training pipeline learn a vocoder on real speech within a CPU budget?
+
+``python benchmarks/learning.py --train-dir DIR --heldout-dir DIR [--heldout-dir DIR2] --minutes M --out OUT``
+
+Runs the project's own pipeline on the audio of ``--train-dir``: lhotse manifests, stage-1 flow-matching
+pre-training (``flow2gan.training`` Trainer and FlowMatchingStage, real data loader), averaging over the
+last ``--avg-fraction`` of stage 1 (cumulative ``model_avg`` snapshots, as ``save_averaged_model`` does),
+stage-2 GAN fine-tuning of the N-step generator (GANStage), then the held-out files are vocoded and
+scored. Each stage trains under a wall-clock budget (``--stage1-share`` of ``--minutes`` for stage 1, the
+rest for stage 2; evaluation time is not counted) and is evaluated every ``--eval-every`` training
+minutes. Metrics (``flow2gan.eval``): wide-band PESQ, STOI, multi-resolution STFT distance, and CREPE
+V/UV F1 and periodicity error. Baselines in the same run: the untrained generator, the mel
+pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0.99, librosa).
+
+Writes ``OUT/results.json`` (``baselines``, ``points``, ``final_checkpoint``; metrics are means over the
+first held-out dir, ``heldout_other`` holds the final systems on the other dirs), ``OUT/curve.png`` and
+``OUT/summary.md``. See ``benchmarks/README.md`` for the measured numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from flow2gan.audio import load_audio, peak_normalize
+from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings
+from flow2gan.checkpoint import save_atomic
+from flow2gan.config import get_generator_config
+from flow2gan.eval.metrics import MetricsConfig, score_pair
+from flow2gan.eval.pitch import PitchConfig, PitchTrack, extract_pitch, pitch_metrics
+from flow2gan.features import LogMelSpectrogram
+from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.training import distributed
+from flow2gan.training.averaging import average_checkpoints_with_averaged_model
+from flow2gan.training.data import set_loader_epoch
+from flow2gan.training.loop import Trainer, fix_random_seed
+from flow2gan.training.options import (
+    common_options,
+    finetune_parser,
+    flow_matching_options,
+    gan_options,
+    pretrain_parser,
+)
+from flow2gan.training.stages import FlowMatchingStage, GANStage
+
+logger = logging.getLogger("learning")
+
+METRICS = ("pesq", "stoi", "vuv_f1", "periodicity", "mrstft")
+GL_ITERS = 32
+GL_MOMENTUM = 0.99
+NOISE_SEED = 1234
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """One held-out file: name, reference audio (T,) at the model rate, its log-mel and CREPE track."""
+
+    name: str
+    audio: np.ndarray
+    mel: torch.Tensor
+    pitch: PitchTrack | None
+    pitch_cfg: PitchConfig
+    pitch_samples: int
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Benchmark flags (contract flags first)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train-dir", type=Path, required=True, help="audio folder to train on")
+    p.add_argument("--heldout-dir", type=Path, action="append", required=True, help="repeatable")
+    p.add_argument("--minutes", type=float, required=True, help="total training minutes (both stages)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--stage1-share", type=float, default=0.5, help="fraction of --minutes for stage 1")
+    p.add_argument("--eval-every", type=float, default=None, help="training minutes between evaluations")
+    p.add_argument("--model-name", default="mel_24k_small")
+    p.add_argument("--gan-name", default="gan_small_multi_scale_mel_recon")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--duration", type=float, default=1.5, help="training crop length in seconds")
+    p.add_argument("--base-lr", type=float, default=0.035, help="stage-1 peak LR (ScaledAdam)")
+    p.add_argument("--lr-batches", type=float, default=7500)
+    p.add_argument("--warmup-batches", type=float, default=100)
+    p.add_argument("--avg-fraction", type=float, default=0.5, help="share of each stage that is averaged")
+    p.add_argument("--average-period", type=int, default=10)
+    p.add_argument("--n-timesteps", type=int, default=1, help="steps of the stage-2 generator")
+    p.add_argument("--base-lr-gen", type=float, default=0.002)
+    p.add_argument("--base-lr-disc", type=float, default=0.02)
+    p.add_argument("--lr-batches-gen", type=float, default=20000)
+    p.add_argument("--gen-start-batch-idx", type=int, default=20)
+    p.add_argument("--mel-recon-loss-scale", type=float, default=45.0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: usable cores, max 2)")
+    p.add_argument("--pitch", type=int, default=1, help="0: skip CREPE (V/UV F1, periodicity = NaN)")
+    p.add_argument("--pitch-model", default="tiny", choices=["tiny", "full"], help="CREPE model size")
+    p.add_argument("--pitch-seconds", type=float, default=3.0, help="CREPE on the first s of each file")
+    p.add_argument("--seed", type=int, default=42)
+    return p.parse_args(argv)
+
+
+def default_threads() -> int:
+    """Cores this process may use, at most 2 (the benchmark's reference machine)."""
+    return max(1, min(2, len(os.sched_getaffinity(0))))
+
+
+def write_manifests(args: argparse.Namespace, data: Path) -> tuple[Path, Path]:
+    """Train manifest (each file listed 2x so an epoch is a few batches) and a 1-file valid manifest."""
+    data.mkdir(parents=True, exist_ok=True)
+    recordings = scan_recordings(args.train_dir)
+    if len(recordings) == 0:
+        raise SystemExit(f"no audio files under {args.train_dir}")
+    train, valid = data / "train.jsonl.gz", data / "valid.jsonl.gz"
+    repeat_recordings(recordings, 2).to_file(train)
+    recordings.subset(first=1).to_file(valid)
+    return train, valid
+
+
+def load_heldout(folder: Path, mel: LogMelSpectrogram, args: argparse.Namespace) -> list[HeldOut]:
+    """Held-out files at the model rate, peak-normalised to −3 dBFS, with their log-mel and pitch track.
+
+    CREPE runs on the first ``--pitch-seconds`` of each file only (it costs ~10-20 s per audio second on
+    one loaded CPU thread), with the ``--pitch-model`` network.
+    """
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac"))
+    if not paths:
+        raise SystemExit(f"no audio files in {folder}")
+    cfg = PitchConfig(sampling_rate=mel.sampling_rate, model=args.pitch_model)
+    n_pitch = int(args.pitch_seconds * mel.sampling_rate)
+    items = []
+    for path in tqdm(paths, desc=f"held-out {folder.name}", unit="file", leave=False):
+        audio = peak_normalize(load_audio(path, mel.sampling_rate), -3.0).numpy()
+        track = extract_pitch(audio[:n_pitch], cfg) if args.pitch else None
+        items.append(HeldOut(path.stem, audio, mel(torch.from_numpy(audio)[None])[0], track, cfg, n_pitch))
+    return items
+
+
+def score(item: HeldOut, pred: np.ndarray, sampling_rate: int, pitch: bool) -> dict[str, float]:
+    """The benchmark's five metrics of one vocoded file (V/UV F1 and periodicity NaN without ``pitch``)."""
+    pred = np.asarray(pred[: item.audio.shape[-1]], dtype=np.float32)
+    s = score_pair(item.audio, pred, MetricsConfig(sampling_rate=sampling_rate, pitch=False))
+    out = {"pesq": s["pesq"], "stoi": s["stoi"], "mrstft": s["mr_stft"]}
+    if item.pitch is None or not pitch:
+        return {**out, "vuv_f1": math.nan, "periodicity": math.nan}
+    p = pitch_metrics(item.pitch, extract_pitch(pred[: item.pitch_samples], item.pitch_cfg))
+    return {**out, "vuv_f1": p["vuv_f1"], "periodicity": p["periodicity"]}
+
+
+def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Per-metric mean over files (NaN-aware)."""
+    return {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in METRICS}
+
+
+@torch.no_grad()
+def eval_generator(
+    generator: MelAudioGenerator, items: list[HeldOut], n_steps: int, pitch: bool = True
+) -> dict[str, float]:
+    """Vocode every held-out mel with ``n_steps`` Euler steps (fixed noise seed) and average the metrics."""
+    was_training = generator.training
+    generator.eval()
+    rows = []
+    for item in items:
+        rng = torch.Generator().manual_seed(NOISE_SEED)
+        pred = generator.infer(item.mel[None], n_timesteps=n_steps, generator=rng, clamp_pred=True)[0]
+        rows.append(score(item, pred.numpy(), generator.config.sampling_rate, pitch))
+    generator.train(was_training)
+    return mean_metrics(rows)
+
+
+def mel_magnitude(item: HeldOut, mel: LogMelSpectrogram) -> np.ndarray:
+    """Linear magnitude (n_fft // 2 + 1, F) from the log-mel by the filterbank's pseudo-inverse, ≥ 0."""
+    fb = mel.mel_scale.fb.double().numpy()  # (n_freqs, n_mels)
+    mag = np.linalg.pinv(fb.T) @ np.exp(item.mel.double().numpy())
+    return np.maximum(mag, 0.0)
+
+
+def eval_classical(items: list[HeldOut], mel: LogMelSpectrogram, iterations: int) -> dict[str, float]:
+    """Random phase (``iterations`` 0) or fast Griffin-Lim (librosa, momentum 0.99) from the mel."""
+    import librosa
+
+    rows = []
+    rng = np.random.default_rng(NOISE_SEED)
+    for item in items:
+        mag = mel_magnitude(item, mel)
+        n = item.audio.shape[-1]
+        if iterations == 0:
+            phase = np.exp(2j * np.pi * rng.random(mag.shape))
+            pred = librosa.istft(mag * phase, hop_length=mel.hop_length, n_fft=mel.n_fft, length=n)
+        else:
+            pred = librosa.griffinlim(
+                mag,
+                n_iter=iterations,
+                hop_length=mel.hop_length,
+                n_fft=mel.n_fft,
+                momentum=GL_MOMENTUM,
+                length=n,
+                random_state=NOISE_SEED,
+            )
+        rows.append(score(item, pred.astype(np.float32), mel.sampling_rate, True))
+    return mean_metrics(rows)
+
+
+def common_flags(args: argparse.Namespace, exp: Path, train: Path, valid: Path) -> list[str]:
+    """Flags both training CLIs share (real option parsers, so the run uses the CLI's defaults)."""
+    return [
+        "--exp-dir", str(exp), "--train-recordings", str(train), "--valid-recordings", str(valid),
+        "--model-name", args.model_name, "--batch-size", str(args.batch_size),
+        "--duration", str(args.duration), "--train-num-workers", "0", "--valid-num-workers", "0",
+        "--tensorboard", "false", "--num-epochs", "1000000", "--valid-interval", "100000000",
+        "--log-interval", "100", "--average-period", str(args.average_period),
+        "--warmup-batches", str(args.warmup_batches), "--seed", str(args.seed), "--device", "cpu",
+    ]  # fmt: skip
+
+
+class BudgetRun:
+    """Drives a Trainer epoch by epoch until a training-time budget is spent, calling back to evaluate."""
+
+    def __init__(self, trainer: Trainer, budget_s: float, eval_every_s: float, avg_fraction: float) -> None:
+        self.trainer = trainer
+        self.budget_s = budget_s
+        self.eval_every_s = eval_every_s
+        self.avg_start_s = budget_s * (1.0 - avg_fraction)
+        self.avg_start: tuple[int, dict] | None = None
+        self.trained_s = 0.0
+
+    def run(self, name: str, on_eval) -> None:  # noqa: ANN001 - callback(trained_seconds)
+        """Train until the budget is spent; ``on_eval(seconds)`` at every interval (not at the end)."""
+        t = self.trainer
+        t.build_data()
+        next_eval = self.eval_every_s
+        epoch = 0
+        bar = tqdm(total=round(self.budget_s), desc=name, unit="s", position=0)
+        while self.trained_s < self.budget_s:
+            epoch += 1
+            fix_random_seed(t.opts.seed + epoch - 1)
+            set_loader_epoch(t.train_data.loaders, epoch)
+            t.stage.module.train()
+            start = time.perf_counter()
+            t.train_one_epoch(epoch)
+            spent = time.perf_counter() - start
+            self.trained_s += spent
+            bar.update(round(min(self.trained_s, self.budget_s)) - bar.n)
+            bar.set_postfix(batches=t.batch_idx_train + 1)
+            if self.avg_start is None and self.trained_s >= self.avg_start_s:
+                self.avg_start = (t.batch_idx_train, state_copy(t.model_avg))
+            if next_eval <= self.trained_s < self.budget_s:
+                on_eval(self.trained_s)
+                while next_eval <= self.trained_s:
+                    next_eval += self.eval_every_s
+        bar.close()
+        t.save(epoch)
+
+    def averaged_state(self) -> dict:
+        """The model averaged over the batches since the averaging window started."""
+        t = self.trainer
+        period = t.opts.average_period
+        b_start, start = self.avg_start
+        b_start -= b_start % period
+        b_end = t.batch_idx_train - t.batch_idx_train % period
+        if b_end <= b_start:  # too short to average: the live weights
+            return state_copy(t.stage.module)
+        end = t.model_avg.state_dict()
+        avg = end if b_start <= 0 else average_checkpoints_with_averaged_model(start, end, b_start, b_end)
+        return {k: v.float() if v.is_floating_point() else v for k, v in avg.items()}
+
+
+def state_copy(module: torch.nn.Module) -> dict:
+    """A detached copy of a module's state dict."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def make_trainer(flags: list[str], stage1: bool) -> Trainer:
+    """A single-process Trainer from CLI flags (the same path as ``flow2gan.bin.pretrain/finetune``)."""
+    args = (pretrain_parser() if stage1 else finetune_parser()).parse_args(flags)
+    opts = common_options(args)
+    opts.exp_dir.mkdir(parents=True, exist_ok=True)
+    ctx = distributed.setup(0, 1, opts.master_port, opts.device)
+    if stage1:
+        fm = flow_matching_options(args)
+        return Trainer(opts, ctx, lambda fresh: FlowMatchingStage(opts, fm))
+    gan = gan_options(args)
+    return Trainer(opts, ctx, lambda fresh: GANStage(opts, gan, initialise_generator=fresh))
+
+
+class Recorder:
+    """Collects evaluation points and keeps results.json current after each one."""
+
+    def __init__(self, out: Path, items: list[HeldOut]) -> None:
+        self.out = out
+        self.items = items
+        self.results: dict = {"baselines": {}, "points": [], "final_checkpoint": None}
+
+    def point(
+        self, minutes: float, system: str, generator: MelAudioGenerator, n_steps: int, pitch: bool = False
+    ) -> None:
+        """Evaluate ``generator`` with ``n_steps`` and record it at ``minutes`` of training."""
+        metrics = eval_generator(generator, self.items, n_steps, pitch)
+        self.results["points"].append({"minutes": round(minutes, 3), "system": system, **metrics})
+        logger.info("%6.2f min  %-14s %s", minutes, system, fmt(metrics))
+        self.save()
+
+    def save(self) -> None:
+        """Write ``results.json`` atomically enough for polling (write then rename)."""
+        tmp = self.out / "results.json.tmp"
+        tmp.write_text(json.dumps(self.results, indent=1))
+        tmp.replace(self.out / "results.json")
+
+
+def fmt(metrics: dict[str, float]) -> str:
+    """One-line metric summary."""
+    return " ".join(f"{k} {metrics[k]:.3f}" for k in METRICS)
+
+
+def plot_curve(results: dict, path: Path, title: str) -> None:
+    """PESQ, STOI, V/UV F1 and periodicity vs training minutes; baselines as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("pesq", "PESQ (wb) ↑"),
+        ("stoi", "STOI ↑"),
+        ("vuv_f1", "V/UV F1 ↑"),
+        ("periodicity", "periodicity error ↓"),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), dpi=80)
+    systems = sorted({p["system"] for p in results["points"]})
+    styles = {"griffin_lim": ("k", "--"), "random_phase": ("0.5", ":"), "untrained": ("r", ":")}
+    for ax, (key, label) in zip(axes.flat, panels, strict=True):
+        for system in systems:
+            pts = [p for p in results["points"] if p["system"] == system]
+            ax.plot([p["minutes"] for p in pts], [p[key] for p in pts], marker="o", ms=3, label=system)
+        for name, metrics in results["baselines"].items():
+            color, style = styles.get(name, ("b", "-."))
+            ax.axhline(metrics[key], color=color, linestyle=style, lw=1, label=name)
+        ax.set_xlabel("training minutes")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def summary_table(results: dict) -> str:
+    """Markdown table: baselines, then the last point of every system, then the best PESQ reached."""
+    lines = ["| system | minutes | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
+    for name, m in results["baselines"].items():
+        lines.append(f"| {name} (baseline) | – | " + " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |")
+    last: dict[str, dict] = {}
+    for p in results["points"]:
+        last[p["system"]] = p
+    for p in last.values():
+        lines.append(
+            f"| {p['system']} | {p['minutes']:.1f} | " + " | ".join(f"{p[k]:.3f}" for k in METRICS) + " |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns 0."""
+    args = parse_args(argv)
+    threads = args.threads or default_threads()
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s [%(name)s] %(message)s",
+        handlers=[logging.FileHandler(args.out / "log.txt"), logging.StreamHandler(sys.stderr)],
+        force=True,
+    )
+    logging.getLogger("flow2gan").setLevel(logging.WARNING)
+    logger.info("torch threads %d; options %s", threads, vars(args))
+    eval_every = args.eval_every or max(args.minutes / 8, 0.5)
+    budget1 = args.minutes * args.stage1_share * 60
+    budget2 = args.minutes * 60 - budget1
+
+    config = get_generator_config(args.model_name)
+    mel = LogMelSpectrogram(config.sampling_rate, config.mel_n_fft, config.mel_hop_length, config.n_mels)
+    heldout = [load_heldout(d, mel, args) for d in args.heldout_dir]
+    rec = Recorder(args.out, heldout[0])
+    logger.info("baselines on %s (%d files)", args.heldout_dir[0], len(heldout[0]))
+    torch.manual_seed(0)
+    untrained = MelAudioGenerator(config)
+    rec.results["baselines"] = {
+        "griffin_lim": eval_classical(heldout[0], mel, GL_ITERS),
+        "random_phase": eval_classical(heldout[0], mel, 0),
+        "untrained": eval_generator(untrained, heldout[0], 1),
+    }
+    for name, m in rec.results["baselines"].items():
+        logger.info("baseline %-12s %s", name, fmt(m))
+    rec.save()
+
+    train, valid = write_manifests(args, args.out / "data")
+    exp1, exp2 = args.out / "exp-pretrain", args.out / "exp-finetune"
+    trainer1 = make_trainer(
+        common_flags(args, exp1, train, valid)
+        + ["--base-lr", str(args.base_lr), "--lr-batches", str(args.lr_batches), "--save-infer-steps", "1"],
+        stage1=True,
+    )
+    gen1 = trainer1.stage.generator
+    run1 = BudgetRun(trainer1, budget1, eval_every * 60, args.avg_fraction)
+
+    def eval_stage1(seconds: float) -> None:
+        for n in (1, 2, 4):
+            rec.point(seconds / 60, f"stage1-{n}step", gen1, n)
+
+    run1.run("stage 1 (flow matching)", eval_stage1)
+    averaged1 = MelAudioGenerator(config)
+    averaged1.load_state_dict(run1.averaged_state())
+    stage1_ckpt = args.out / "stage1-averaged.pt"
+    save_atomic({"model": averaged1.state_dict()}, stage1_ckpt)
+    for n in (1, 2, 4):
+        rec.point(run1.trained_s / 60, f"stage1-{n}step", averaged1, n, pitch=True)
+    final_ckpt, final_gen, final_steps = stage1_ckpt, averaged1, 2
+
+    if budget2 > 0:
+        flags = common_flags(args, exp2, train, valid) + [
+            "--generator-model-path", str(stage1_ckpt), "--gan-name", args.gan_name,
+            "--n-timesteps", str(args.n_timesteps), "--base-lr-gen", str(args.base_lr_gen),
+            "--base-lr-disc", str(args.base_lr_disc), "--lr-batches-gen", str(args.lr_batches_gen),
+            "--gen-start-batch-idx", str(args.gen_start_batch_idx),
+            "--mel-recon-loss-scale", str(args.mel_recon_loss_scale),
+        ]  # fmt: skip
+        trainer2 = make_trainer(flags, stage1=False)
+        system2 = f"stage2-{args.n_timesteps}step"
+        run2 = BudgetRun(trainer2, budget2, eval_every * 60, args.avg_fraction)
+        run2.run(
+            "stage 2 (GAN)",
+            lambda s: rec.point(
+                (run1.trained_s + s) / 60, system2, trainer2.stage.generator, args.n_timesteps
+            ),
+        )
+        prefix = "generator."
+        state = {k[len(prefix) :]: v for k, v in run2.averaged_state().items() if k.startswith(prefix)}
+        final_gen = MelAudioGenerator(config)
+        final_gen.load_state_dict(state)
+        final_ckpt, final_steps = args.out / "stage2-averaged.pt", args.n_timesteps
+        save_atomic({"model": final_gen.state_dict(), "n_timesteps": final_steps}, final_ckpt)
+        rec.point((run1.trained_s + run2.trained_s) / 60, system2, final_gen, final_steps, pitch=True)
+    rec.results["final_checkpoint"] = str(final_ckpt)
+    rec.results["heldout_other"] = {
+        str(d): {
+            "final": eval_generator(final_gen, items, final_steps),
+            "griffin_lim": eval_classical(items, mel, GL_ITERS),
+            "random_phase": eval_classical(items, mel, 0),
+        }
+        for d, items in zip(args.heldout_dir[1:], heldout[1:], strict=True)
+    }
+    rec.results["settings"] = {**{k: str(v) for k, v in vars(args).items()}, "threads": threads}
+    rec.save()
+    title = (
+        f"{args.model_name}, {args.minutes:g} training min on {threads} thread(s), "
+        f"held-out {args.heldout_dir[0].name}"
+    )
+    plot_curve(rec.results, args.out / "curve.png", title)
+    table = summary_table(rec.results)
+    (args.out / "summary.md").write_text(table + "\n")
+    print(table)
+    for d, m in rec.results["heldout_other"].items():
+        print(f"\n{d}: " + "; ".join(f"{name}: {fmt(v)}" for name, v in m.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
