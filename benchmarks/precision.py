@@ -21,6 +21,7 @@ import torch
 from flow2gan import get_model
 from flow2gan.audio import load_audio
 from flow2gan.eval.metrics import pesq_wb, to_16k_padded
+from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.training.stages import build_mel
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,6 +30,17 @@ REPO = Path(__file__).resolve().parent.parent
 def pesq(ref, pred, sr: int) -> float:  # (T,) numpy signals at sr
     """Wideband PESQ at 16 kHz with the evaluation tool's resampling and padding."""
     return pesq_wb(*to_16k_padded(ref, pred, sr))
+
+
+def fp32_and_bf16(
+    model: MelAudioGenerator, mel: torch.Tensor, noise: torch.Tensor, n_timesteps: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 and bf16-autocast outputs (B, T) (bf16 cast back to fp32) of the same mel and start noise."""
+    with torch.inference_mode():
+        fp32 = model.infer(mel, n_timesteps=n_timesteps, noise=noise, clamp_pred=True)
+        with torch.autocast(mel.device.type, dtype=torch.bfloat16):
+            bf16 = model.infer(mel, n_timesteps=n_timesteps, noise=noise, clamp_pred=True).float()
+    return fp32, bf16
 
 
 def main() -> None:
@@ -52,10 +64,7 @@ def main() -> None:
             1, mel.shape[-1] * cfg.mel_hop_length, generator=torch.Generator().manual_seed(0)
         )
         noise = noise.to(args.device)
-        with torch.inference_mode():
-            fp32 = model.infer(mel, n_timesteps=args.n_timesteps, noise=noise, clamp_pred=True)[0]
-            with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16):
-                bf16 = model.infer(mel, n_timesteps=args.n_timesteps, noise=noise, clamp_pred=True)[0].float()
+        fp32, bf16 = (out[0] for out in fp32_and_bf16(model, mel, noise, args.n_timesteps))
         n = audio.numel()
         fp32, bf16, ref = fp32[:n].cpu().numpy(), bf16[:n].cpu().numpy(), audio.cpu().numpy()
         sr = cfg.sampling_rate

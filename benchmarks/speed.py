@@ -43,6 +43,7 @@ ROWS = (
     "flow2gan-1-long",
 )
 GEMM_ROWS = ("gemm", "gemm-conv1x1")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 QUICK = {"batch_size": 2, "seconds": 0.5, "long_seconds": 4.0, "runs": 1, "warmup": 1, "time_budget": 2.0}
 
 
@@ -88,8 +89,9 @@ def build_row(name: str, cfg: dict[str, Any], device: torch.device) -> tuple[Cal
         config = get_generator_config(cfg["model_name"])
         model = build_generator(config).eval().to(device)
         if cfg["compile"]:
+            mode = cfg.get("compile_mode")
             for estimator in model.estimators:  # the STFT/iSTFT stay eager: compiling istft takes minutes
-                estimator.decoder.forward = torch.compile(estimator.decoder.forward, dynamic=False)
+                estimator.decoder.forward = torch.compile(estimator.decoder.forward, dynamic=False, mode=mode)
         steps = int(name.split("-")[1])
         if name.endswith("-long"):
             cond = random_condition(config, 1, cfg["long_seconds"], device)
@@ -102,7 +104,19 @@ def build_row(name: str, cfg: dict[str, Any], device: torch.device) -> tuple[Cal
         model = (VocosLike() if name == "vocos" else BigVGANv2Like()).eval().to(device)
         mel = random_mel(cfg["batch_size"], cfg["seconds"], device)
         forward = lambda: model(mel)  # noqa: E731
+    if cfg.get("autocast"):
+        forward = autocast(forward, device, AUTOCAST_DTYPES[cfg["autocast"]])
     return forward, sum(p.numel() for p in model.parameters())
+
+
+def autocast(forward: Callable[[], Tensor], device: torch.device, dtype: torch.dtype) -> Callable[[], Tensor]:
+    """``forward`` run under ``torch.autocast(device.type, dtype)``."""
+
+    def run() -> Tensor:
+        with torch.autocast(device.type, dtype=dtype):
+            return forward()
+
+    return run
 
 
 def timed(forward: Callable[[], Tensor], device: torch.device) -> tuple[Tensor, float]:
@@ -270,6 +284,14 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="torch.compile the flow2gan decoders (warm-up includes compiling)",
     )
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        help="torch.compile mode with --compile, e.g. reduce-overhead (CUDA graphs)",
+    )
+    parser.add_argument(
+        "--autocast", choices=sorted(AUTOCAST_DTYPES), default=None, help="run every row under autocast"
+    )
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per row")
     parser.add_argument("--profile-rows", type=int, default=25)
     parser.add_argument("--json", type=Path, help="write environment and results to this file")
@@ -301,6 +323,8 @@ def main() -> None:
         "time_budget": args.time_budget,
         "tune_malloc": args.tune_malloc,
         "compile": args.compile,
+        "compile_mode": args.compile_mode,
+        "autocast": args.autocast,
         "profile": args.profile,
         "profile_rows": args.profile_rows,
     }

@@ -1,0 +1,182 @@
+"""Training-step speed and peak memory of the real stages on synthetic batches.
+
+    python benchmarks/training_speed.py --stage pretrain --batch-size 256 --dtype fp32 --device cuda
+    python benchmarks/training_speed.py --stage finetune --batch-size 64 --dtype fp16 --device cuda
+
+A ``Trainer`` is built from the stage's own command-line parser (``flow2gan.bin.pretrain`` /
+``finetune`` flags, so the recipe's optimizer, schedule, gradient scaler and GAN are what runs) and fed
+random audio of ``--duration`` seconds (speed and memory do not depend on the signal). Stage 2 starts
+generator updates at once (``--gen-start-batch-idx 0``), so its batches alternate D and G steps. After
+``warmup`` steps, ``steps`` more are timed (CUDA synchronised) and the peak memory is read: CUDA's peak
+allocation, or the process's peak RSS on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flow2gan.training import distributed
+from flow2gan.training.loop import Trainer
+from flow2gan.training.options import (
+    common_options,
+    finetune_parser,
+    flow_matching_options,
+    gan_options,
+    pretrain_parser,
+)
+from flow2gan.training.stages import FlowMatchingStage, GANStage, autocast_context
+
+STAGES = ("pretrain", "finetune")
+
+
+def build_trainer(
+    stage: str,
+    batch: int,
+    dtype: str,
+    device: str,
+    model_name: str,
+    gan_name: str,
+    seconds: float,
+    exp_dir: Path,
+) -> Trainer:
+    """A single-process Trainer for ``stage`` with the given batch, autocast dtype and model."""
+    flags = [
+        "--exp-dir", str(exp_dir), "--train-recordings", "unused", "--valid-recordings", "unused",
+        "--model-name", model_name, "--batch-size", str(batch), "--duration", str(seconds),
+        "--tensorboard", "false", "--device", device, "--dtype", dtype,
+    ]  # fmt: skip
+    if stage == "pretrain":
+        args = pretrain_parser().parse_args(flags)
+        fm = flow_matching_options(args)
+        make_stage = lambda fresh: FlowMatchingStage(opts, fm)  # noqa: E731
+    else:
+        args = finetune_parser().parse_args([*flags, "--gan-name", gan_name, "--gen-start-batch-idx", "0"])
+        gan = gan_options(args)
+        make_stage = lambda fresh: GANStage(opts, gan, initialise_generator=False)  # noqa: E731
+    opts = common_options(args)
+    opts.exp_dir.mkdir(parents=True, exist_ok=True)
+    return Trainer(opts, distributed.setup(0, 1, opts.master_port, opts.device), make_stage)
+
+
+def train_batch(trainer: Trainer, audio: torch.Tensor, lens: torch.Tensor, batch_idx: int) -> None:
+    """One optimisation step on a batch, as ``Trainer.train_one_epoch`` does it."""
+    with autocast_context(trainer.ctx.device, trainer.opts.dtype):
+        mel = trainer.mel(audio)
+        trainer.stage.train_step(trainer.model, mel, audio, lens, batch_idx, trainer.scaler)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA peak allocation since the last reset, or this process's peak RSS (Linux: KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def measure(
+    stage: str,
+    batch: int,
+    dtype: str,
+    device: str,
+    model_name: str = "mel_24k_base",
+    gan_name: str = "gan_multi_scale_mel_recon",
+    seconds: float = 1.5,
+    steps: int = 5,
+    warmup: int = 2,
+    exp_dir: Path = Path("exp/training_speed"),
+) -> dict[str, Any]:
+    """Steps/s (median of timed steps) and peak memory of ``stage`` at ``batch`` x ``seconds``."""
+    torch.manual_seed(0)
+    trainer = build_trainer(stage, batch, dtype, device, model_name, gan_name, seconds, exp_dir)
+    dev = trainer.ctx.device
+    n_samples = int(seconds * trainer.stage.generator.config.sampling_rate)
+    audio = 0.1 * torch.randn(batch, n_samples, device=dev)
+    lens = torch.full((batch,), n_samples, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    for b in range(warmup + steps):
+        sync()
+        start = time.perf_counter()
+        train_batch(trainer, audio, lens, b)
+        sync()
+        if b >= warmup:
+            times.append(time.perf_counter() - start)
+    wall = statistics.median(times)
+    return {
+        "stage": stage,
+        "dtype": dtype,
+        "batch": batch,
+        "batch_asked": batch,
+        "seconds": seconds,
+        "model_name": model_name,
+        "gan_name": gan_name if stage == "finetune" else None,
+        "times_s": times,
+        "steps_per_s": 1.0 / wall,
+        "audio_s_per_s": batch * seconds / wall,
+        "peak_memory_mb": peak_memory_mb(dev),
+        "memory_kind": "cuda_max_allocated" if dev.type == "cuda" else "process_peak_rss",
+    }
+
+
+def measure_with_fallback(stage: str, batch: int, dtype: str, device: str, **kwargs: Any) -> dict[str, Any]:
+    """:func:`measure`, halving the batch after each CUDA out-of-memory error; records the batch asked for."""
+    asked = batch
+    while True:
+        try:
+            row = measure(stage, batch, dtype, device, **kwargs)
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch //= 2
+            torch.cuda.empty_cache()
+            continue
+        finally:
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        row["batch_asked"] = asked
+        return row
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print one JSON result line per stage and dtype asked for."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--stage", choices=STAGES, nargs="+", default=list(STAGES))
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), nargs="+", default=["fp32"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--duration", type=float, default=1.5)
+    parser.add_argument("--model-name", default="mel_24k_base")
+    parser.add_argument("--gan-name", default="gan_multi_scale_mel_recon")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--exp-dir", type=Path, default=Path("exp/training_speed"))
+    args = parser.parse_args(argv)
+    for stage in args.stage:
+        for dtype in args.dtype:
+            row = measure_with_fallback(
+                stage,
+                args.batch_size,
+                dtype,
+                args.device,
+                model_name=args.model_name,
+                gan_name=args.gan_name,
+                seconds=args.duration,
+                steps=args.steps,
+                exp_dir=args.exp_dir / f"{stage}-{dtype}",
+            )
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
