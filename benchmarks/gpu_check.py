@@ -3,20 +3,21 @@
     bash benchmarks/gpu_check.sh                        # on the GPU machine (see benchmarks/README.md)
     python benchmarks/gpu_check.py --device cpu --quick # tiny sizes on the CPU: what CI runs
 
-Sections, each recorded on its own (an exception is written to the report and the next section runs),
-with the report rewritten after each so a run cut short still returns what it measured:
+Sections, in this order (``--sections`` picks some), each recorded on its own: an exception is written
+to the report and the next section runs, and the report is rewritten after each section, so a run cut
+short still returns what it measured.
 
 1. ``inference``: ``benchmarks/speed.py`` rows (``speed.measure``, in this process) for flow2gan
    ``mel_24k_base`` 1/2/4 steps, the Vocos-like and BigVGAN-like baselines and the 60 s single-utterance
-   row, at batch 16 x 1 s, fp32 and bf16 autocast; then (CUDA, unless ``--no-compile``) ``torch.compile``d
-   decoders and CUDA graphs (``mode="reduce-overhead"``) for the rows where they can pay off;
+   row, at batch 16 x 1 s, fp32 and bf16 autocast;
 2. ``bf16_accuracy``: max |bf16 - fp32| of every ``test_data/mel`` file, 1/2/4 steps, same start noise
    (``benchmarks/precision.py``), random weights;
 3. ``training``: steps/s and peak memory of the stage-1 step at the recipe's batch (256 x 1.5 s; on an
    out-of-memory error the batch is halved until it fits, and the report says so) and of the stage-2
-   (GAN) step at 64, fp32 and fp16, through the training code's own stages and gradient scaler;
-4. ``learning``: ``benchmarks/learning.py`` (the real-speech learning benchmark) on the LJ Speech subset for
-   the minutes left, if that script exists.
+   (GAN) step at 64, fp32 and fp16, through the training code (``benchmarks/training_speed.py``);
+4. ``compiled`` (CUDA only): ``torch.compile``d decoders, and CUDA graphs (``mode="reduce-overhead"``);
+5. ``learning``: ``benchmarks/learning.py`` (the real-speech learning benchmark) on the LJ Speech subset
+   (26 files to train on, LJ001-0027..0032 held out) for the minutes left, if that script exists.
 
 Writes ``gpu_check.json`` and ``gpu_check.md`` (plus the learning benchmark's results, summary and curve)
 to ``--out`` (default ``$OUT``, else ``gpu_check_out``).
@@ -75,6 +76,7 @@ FULL = {
     "training_runs": TRAINING_RUNS,
     "learning_train_files": 26,
     "learning_heldout_files": 6,
+    "learning_args": (),
 }
 QUICK = {
     "budget_min": 1.0,
@@ -95,8 +97,18 @@ QUICK = {
     "training_runs": (("pretrain", "fp32"), ("pretrain", "fp16"), ("finetune", "fp32")),  # CPU fp16 is slow
     "learning_train_files": 2,
     "learning_heldout_files": 1,
+    "learning_args": ("--batch-size", "4", "--duration", "0.5", "--eval-every", "10"),  # 1 batch per epoch
 }
-COMPILED_ROWS = (("flow2gan-1", None), ("flow2gan-1", "bf16"), ("flow2gan-4", "bf16"))
+# torch.compile'd decoders (mode "default"), and with CUDA graphs ("reduce-overhead").
+COMPILED_ROWS = (
+    ("flow2gan-1", "bf16", "default"),
+    ("flow2gan-1", "bf16", "reduce-overhead"),
+    ("flow2gan-4", "bf16", "reduce-overhead"),
+)
+
+
+COMPILE_RESERVE_MIN = 2.0
+SECTIONS = ("inference", "bf16_accuracy", "training", "compiled", "learning")
 
 
 class Report:
@@ -104,6 +116,7 @@ class Report:
 
     def __init__(self, out: Path, environment: dict[str, Any], settings: dict[str, Any]) -> None:
         self.out = out
+        out.mkdir(parents=True, exist_ok=True)
         self.data: dict[str, Any] = {"environment": environment, "settings": settings, "errors": {}}
         self.start = time.perf_counter()
 
@@ -128,7 +141,6 @@ class Report:
 
     def save(self) -> None:
         """Write ``gpu_check.json`` and ``gpu_check.md``."""
-        self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "gpu_check.json").write_text(json.dumps(self.data, indent=1, default=str))
         (self.out / "gpu_check.md").write_text(markdown(self.data))
 
@@ -138,10 +150,10 @@ def markdown(data: dict[str, Any]) -> str:
     env = data["environment"]
     machine = env.get("gpu") or env.get("cpu")
     lines = [f"# gpu_check: {machine} | torch {env['torch']} | {data['settings']['mode']}", ""]
-    rows = data.get("inference", {}).get("rows", [])
+    rows = data.get("inference", {}).get("rows", []) + data.get("compiled", {}).get("rows", [])
     if rows:
         lines += [
-            "| model | precision | compiled | input | xRT | median wall (ms) | peak memory (MB) |",
+            "| model | precision | compiled | input | xRT | median wall (ms) | peak memory (MB)* |",
             "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
@@ -151,7 +163,7 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{r['out_samples'] / speed.SAMPLE_RATE:.2f} s | {r['xrt']:.1f} | {1000 * r['wall_s']:.2f} "
                 f"| {memory:.0f} |"
             )
-        lines.append("")
+        lines += ["", "\\* CUDA: peak allocated during the row; CPU: the process's peak RSS so far.", ""]
     accuracy = data.get("bf16_accuracy", {}).get("max_abs_diff")
     if accuracy:
         lines += ["| steps | max abs(bf16 - fp32) |", "|---|---|"]
@@ -175,14 +187,18 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [learning["summary"], ""]
     elif "skipped" in learning:
         lines += [f"learning: {learning['skipped']}", ""]
+    if "note" in learning:
+        lines += [f"learning: {learning['note']}", ""]
+    for skipped in data.get("compiled", {}).get("skipped", []):
+        lines.append(f"compiled row skipped: {skipped}")
     for name, error in data["errors"].items():
         lines.append(f"**{name} failed**: {error.splitlines()[0]}")
     return "\n".join(lines) + "\n"
 
 
-def inference(results: dict[str, Any], settings: dict[str, Any], device: str, compiled: bool) -> None:
-    """Eager fp32/bf16 rows of ``speed.py``, then the compiled ones."""
-    cfg = {
+def speed_config(settings: dict[str, Any], device: str) -> dict[str, Any]:
+    """The ``speed.measure`` config of a row (flow2gan rows are ``mel_24k_base``)."""
+    return {
         "device": device,
         "threads": torch.get_num_threads(),
         "batch_size": settings["batch_size"],
@@ -199,15 +215,27 @@ def inference(results: dict[str, Any], settings: dict[str, Any], device: str, co
         "profile": False,
         "profile_rows": 0,
     }
-    plan = [(row, autocast, None) for row, autocast in settings["rows"]]
-    if compiled:
-        plan += [
-            (row, autocast, mode)
-            for row, autocast in COMPILED_ROWS
-            for mode in ("default", "reduce-overhead")
-        ]
+
+
+def inference(
+    results: dict[str, Any],
+    settings: dict[str, Any],
+    device: str,
+    compiled: bool,
+    minutes_left: Callable[[], float] = lambda: float("inf"),
+) -> None:
+    """``speed.py`` rows in this process: eager fp32/bf16, or (``compiled``) the torch.compile rows.
+
+    A compiled row (compiling takes long and unknown time) starts only with ``COMPILE_RESERVE_MIN``
+    minutes of the budget left; the rows not started are listed under ``skipped``.
+    """
+    cfg = speed_config(settings, device)
+    plan = COMPILED_ROWS if compiled else [(row, autocast, None) for row, autocast in settings["rows"]]
     results["rows"] = []
     for name, autocast, mode in plan:
+        if compiled and minutes_left() < COMPILE_RESERVE_MIN:
+            results.setdefault("skipped", []).append(f"{name} {autocast} {mode}: out of time")
+            continue
         row_cfg = {**cfg, "autocast": autocast, "compile": mode is not None, "compile_mode": mode}
         row = speed.measure(name, row_cfg)
         row.update(precision=autocast or "fp32", compiled=mode)
@@ -289,6 +317,7 @@ def learning(
     cmd = [
         sys.executable, str(script), "--train-dir", str(train_dir), "--heldout-dir", str(held_dir),
         "--minutes", f"{minutes:.2f}", "--out", str(work / "learning"), "--pitch", "0",
+        *settings["learning_args"],
     ]  # fmt: skip
     if "--device" in help_text:
         cmd += ["--device", device]
@@ -332,7 +361,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--budget-minutes", type=float, default=None, help="whole run; learning gets the rest"
     )
-    parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile rows")
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="LJ Speech subset (default: ../shared/data)"
     )
@@ -354,15 +382,18 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir or (SHARED_DATA if SHARED_DATA.is_dir() else CARRIED_DATA)
     report = Report(out, environment(args.device), settings)
     sections: dict[str, Callable[[dict[str, Any], Path], None]] = {
-        "inference": lambda r, w: inference(r, settings, args.device, args.compile and args.device == "cuda"),
+        "inference": lambda r, w: inference(r, settings, args.device, compiled=False),
         "bf16_accuracy": lambda r, w: bf16_accuracy(r, settings, args.device),
         "training": lambda r, w: training(r, settings, args.device, w),
+        "compiled": lambda r, w: inference(
+            r, settings, args.device, compiled=True, minutes_left=lambda: budget - report.elapsed_min()
+        ),
         "learning": lambda r, w: learning(
             r, settings, data_dir, max(0.1, budget - report.elapsed_min() - 1.0) * 0.6, out, args.device, w
         ),
     }
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        for name in args.sections:
+        for name in args.sections or [s for s in SECTIONS if args.device == "cuda" or s != "compiled"]:
             with report.section(name) as results:
                 sections[name](results, Path(tmp) / name)
     report.data["total_min"] = round(report.elapsed_min(), 2)

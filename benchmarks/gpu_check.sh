@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU run of benchmarks/gpu_check.py, on the device machine (after benchmarks/gpu_check_prepare.sh here):
-#   device run: command "bash benchmarks/gpu_check.sh", carry [".whl", ".gpu_data"], timeout_s 480
+#   device run: command "bash benchmarks/gpu_check.sh", carry [".whl", ".gpu_data"], timeout_s 420
 # Installs the carried wheels into /tmp/site (the image's torch and numpy stay), then runs every section
 # and leaves the reports in $OUT (gpu_check.json/.md/.log and the learning benchmark's results).
 set -uo pipefail
