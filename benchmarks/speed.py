@@ -334,7 +334,7 @@ def main() -> None:
     malloc = "tuned" if cfg["tune_malloc"] else "default"
     print(
         f"# {env['cpu']} | torch {env['torch']} | device {cfg['device']} | threads {cfg['threads']} "
-        f"| malloc {malloc} | flow2gan rows: {cfg['model_name']}"
+        f"| malloc {malloc} | autocast {cfg['autocast'] or 'off'} | flow2gan rows: {cfg['model_name']}"
     )
     print(f"# load average at start: {' '.join(f'{x:.2f}' for x in env['loadavg_start'])}", flush=True)
     start = time.perf_counter()
