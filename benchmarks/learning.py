@@ -12,6 +12,12 @@ minutes. Metrics (``flow2gan.eval``): wide-band PESQ, STOI, multi-resolution STF
 V/UV F1 and periodicity error. Baselines in the same run: the untrained generator, the mel
 pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0.99, librosa).
 
+Token models (``--model-name encodec_24k_small --codec SOURCE``): the generator learns from EnCodec codes
+(drawn bandwidths in training, ``--bandwidth`` for the evaluation points); the baselines are the untrained
+generator and EnCodec's own decoder of the same codes, and ``per_bandwidth`` compares the final generator
+with that decoder at each of the four bandwidths. With a randomly initialised codec only the learning
+itself is meaningful.
+
 Writes ``OUT/results.json`` (``baselines``, ``points``, ``final_checkpoint``; metrics are means over the
 first held-out dir, ``heldout_other`` holds the final systems on the other dirs), ``OUT/curve.png`` and
 ``OUT/summary.md``. See ``benchmarks/README.md`` for the measured numbers.
@@ -20,6 +26,7 @@ first held-out dir, ``heldout_other`` holds the final systems on the other dirs)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -36,13 +43,16 @@ from tqdm import tqdm
 from flow2gan.audio import load_audio, peak_normalize
 from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings
 from flow2gan.checkpoint import save_atomic
+from flow2gan.codec import EncodecTokenizer
 from flow2gan.config import get_generator_config
 from flow2gan.eval.metrics import MetricsConfig, score_pair
 from flow2gan.eval.pitch import PitchConfig, PitchTrack, extract_pitch, pitch_metrics
 from flow2gan.features import LogMelSpectrogram
 from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training import distributed
 from flow2gan.training.averaging import average_checkpoints_with_averaged_model
+from flow2gan.training.condition import load_tokenizer, make_generator
 from flow2gan.training.data import set_loader_epoch
 from flow2gan.training.loop import Trainer, fix_random_seed
 from flow2gan.training.options import (
@@ -64,7 +74,8 @@ NOISE_SEED = 1234
 
 @dataclass(frozen=True)
 class HeldOut:
-    """One held-out file: name, reference audio (T,) at the model rate, its log-mel and CREPE track."""
+    """One held-out file: name, reference audio (T,) at the model rate, its log-mel (or EnCodec codes
+    for a token model) and CREPE track."""
 
     name: str
     audio: np.ndarray
@@ -103,6 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pitch-model", default="tiny", choices=["tiny", "full"], help="CREPE model size")
     p.add_argument("--pitch-seconds", type=float, default=3.0, help="CREPE on the first s of each file")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--codec", default=None, help="token models: EnCodec hub name or local folder")
+    p.add_argument("--bandwidth", type=float, default=6.0, help="token models: kbps of the evaluation")
     return p.parse_args(argv)
 
 
@@ -123,8 +136,10 @@ def write_manifests(args: argparse.Namespace, data: Path) -> tuple[Path, Path]:
     return train, valid
 
 
-def load_heldout(folder: Path, mel: LogMelSpectrogram, args: argparse.Namespace) -> list[HeldOut]:
-    """Held-out files at the model rate, peak-normalised to −3 dBFS, with their log-mel and pitch track.
+def load_heldout(
+    folder: Path, cond_fn: torch.nn.Module, sampling_rate: int, args: argparse.Namespace
+) -> list[HeldOut]:
+    """Held-out files at the model rate, peak-normalised to −3 dBFS, with their condition and pitch track.
 
     CREPE runs on the first ``--pitch-seconds`` of each file only (it costs ~10-20 s per audio second on
     one loaded CPU thread), with the ``--pitch-model`` network.
@@ -132,13 +147,14 @@ def load_heldout(folder: Path, mel: LogMelSpectrogram, args: argparse.Namespace)
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac"))
     if not paths:
         raise SystemExit(f"no audio files in {folder}")
-    cfg = PitchConfig(sampling_rate=mel.sampling_rate, model=args.pitch_model)
-    n_pitch = int(args.pitch_seconds * mel.sampling_rate)
+    cfg = PitchConfig(sampling_rate=sampling_rate, model=args.pitch_model)
+    n_pitch = int(args.pitch_seconds * sampling_rate)
     items = []
     for path in tqdm(paths, desc=f"held-out {folder.name}", unit="file", leave=False):
-        audio = peak_normalize(load_audio(path, mel.sampling_rate), -3.0).numpy()
+        audio = peak_normalize(load_audio(path, sampling_rate), -3.0).numpy()
         track = extract_pitch(audio[:n_pitch], cfg) if args.pitch else None
-        items.append(HeldOut(path.stem, audio, mel(torch.from_numpy(audio)[None])[0], track, cfg, n_pitch))
+        cond = cond_fn(torch.from_numpy(audio)[None])[0]
+        items.append(HeldOut(path.stem, audio, cond, track, cfg, n_pitch))
     return items
 
 
@@ -207,9 +223,25 @@ def eval_classical(items: list[HeldOut], mel: LogMelSpectrogram, iterations: int
     return mean_metrics(rows)
 
 
+@torch.no_grad()
+def eval_codec(items: list[HeldOut], codec: EncodecTokenizer) -> dict[str, float]:
+    """EnCodec's own decoder of the held-out codes (the token model's baseline)."""
+    rows = [score(item, codec.decode(item.mel[None])[0].numpy(), codec.sampling_rate, True) for item in items]
+    return mean_metrics(rows)
+
+
+def at_bandwidth(items: list[HeldOut], codec: EncodecTokenizer, bandwidth: float) -> list[HeldOut]:
+    """The held-out items with their codes re-made at ``bandwidth`` kbps."""
+    return [
+        dataclasses.replace(item, mel=codec.encode(torch.from_numpy(item.audio)[None], bandwidth)[0])
+        for item in items
+    ]
+
+
 def common_flags(args: argparse.Namespace, exp: Path, train: Path, valid: Path) -> list[str]:
     """Flags both training CLIs share (real option parsers, so the run uses the CLI's defaults)."""
-    return [
+    codec = ["--codec", args.codec] if args.codec else []
+    return [*codec,
         "--exp-dir", str(exp), "--train-recordings", str(train), "--valid-recordings", str(valid),
         "--model-name", args.model_name, "--batch-size", str(args.batch_size),
         "--duration", str(args.duration), "--train-num-workers", "0", "--valid-num-workers", "0",
@@ -387,14 +419,24 @@ def main(argv: list[str] | None = None) -> int:
 
     config = get_generator_config(args.model_name)
     mel = LogMelSpectrogram(config.sampling_rate, config.mel_n_fft, config.mel_hop_length, config.n_mels)
-    heldout = [load_heldout(d, mel, args) for d in args.heldout_dir]
+    torch.manual_seed(0)
+    untrained = make_generator(config, args.codec)
+    codec = load_tokenizer(args.codec) if args.codec else None
+    cond_fn = audio_front_end(untrained, codec, args.bandwidth if codec else None)
+    heldout = [load_heldout(d, cond_fn, config.sampling_rate, args) for d in args.heldout_dir]
     rec = Recorder(args.out, heldout[0])
     logger.info("baselines on %s (%d files)", args.heldout_dir[0], len(heldout[0]))
-    torch.manual_seed(0)
-    untrained = MelAudioGenerator(config)
+
+    def baselines(items: list[HeldOut]) -> dict[str, dict[str, float]]:
+        if codec is not None:
+            return {"encodec": eval_codec(items, codec)}
+        return {
+            "griffin_lim": eval_classical(items, mel, GL_ITERS),
+            "random_phase": eval_classical(items, mel, 0),
+        }
+
     rec.results["baselines"] = {
-        "griffin_lim": eval_classical(heldout[0], mel, GL_ITERS),
-        "random_phase": eval_classical(heldout[0], mel, 0),
+        **baselines(heldout[0]),
         "untrained": eval_generator(untrained, heldout[0], 1),
     }
     for name, m in rec.results["baselines"].items():
@@ -416,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             rec.point(seconds / 60, f"stage1-{n}step", gen1, n)
 
     run1.run("stage 1 (flow matching)", eval_stage1)
-    averaged1 = MelAudioGenerator(config)
+    averaged1 = make_generator(config, args.codec)
     averaged1.load_state_dict(run1.averaged_state())
     stage1_ckpt = args.out / "stage1-averaged.pt"
     save_atomic({"model": averaged1.state_dict()}, stage1_ckpt)
@@ -443,20 +485,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         prefix = "generator."
         state = {k[len(prefix) :]: v for k, v in run2.averaged_state().items() if k.startswith(prefix)}
-        final_gen = MelAudioGenerator(config)
+        final_gen = make_generator(config, args.codec)
         final_gen.load_state_dict(state)
         final_ckpt, final_steps = args.out / "stage2-averaged.pt", args.n_timesteps
         save_atomic({"model": final_gen.state_dict(), "n_timesteps": final_steps}, final_ckpt)
         rec.point((run1.trained_s + run2.trained_s) / 60, system2, final_gen, final_steps, pitch=True)
     rec.results["final_checkpoint"] = str(final_ckpt)
     rec.results["heldout_other"] = {
-        str(d): {
-            "final": eval_generator(final_gen, items, final_steps),
-            "griffin_lim": eval_classical(items, mel, GL_ITERS),
-            "random_phase": eval_classical(items, mel, 0),
-        }
+        str(d): {"final": eval_generator(final_gen, items, final_steps), **baselines(items)}
         for d, items in zip(args.heldout_dir[1:], heldout[1:], strict=True)
     }
+    if codec is not None:
+        rec.results["per_bandwidth"] = {}
+        for bandwidth in config.bandwidths:
+            items = at_bandwidth(heldout[0], codec, bandwidth)
+            final, baseline = eval_generator(final_gen, items, final_steps), eval_codec(items, codec)
+            rec.results["per_bandwidth"][str(bandwidth)] = {"final": final, "encodec": baseline}
+            logger.info("%5.1f kbps: final %s | encodec %s", bandwidth, fmt(final), fmt(baseline))
     rec.results["settings"] = {**{k: str(v) for k, v in vars(args).items()}, "threads": threads}
     rec.save()
     title = (
@@ -467,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
     table = summary_table(rec.results)
     (args.out / "summary.md").write_text(table + "\n")
     print(table)
+    for bandwidth, m in rec.results.get("per_bandwidth", {}).items():
+        print(f"\n{bandwidth} kbps: " + "; ".join(f"{name}: {fmt(v)}" for name, v in m.items()))
     for d, m in rec.results["heldout_other"].items():
         print(f"\n{d}: " + "; ".join(f"{name}: {fmt(v)}" for name, v in m.items()))
     return 0
