@@ -131,3 +131,15 @@ def test_onnx_export_takes_codes(checkpoint, tmp_path):
     assert vocoder.infer(codes[0].numpy(), seed=1).shape == (1, frames * 320)
     with pytest.raises(ValueError, match="codes must be integers"):
         vocoder.infer(codes.float().numpy())
+
+
+def test_streaming_codes_equal_offline(checkpoint):
+    from flow2gan.streaming import StreamingVocoder, stream_noise
+
+    model, _ = get_model(model_name=MODEL, checkpoint=checkpoint)
+    codes = torch.randint(0, 1024, (1, 8, 40))
+    stream = StreamingVocoder(model, n_timesteps=2, chunk_size=8)
+    pieces = [stream.push(codes[..., i : i + 5]) for i in range(0, 40, 5)] + [stream.flush()]
+    with torch.inference_mode():
+        ref = model.infer(codes, n_timesteps=2, noise=stream_noise(0, 1, 0, 40 * 320, 0.1))
+    torch.testing.assert_close(torch.cat(pieces, dim=-1), ref, rtol=0, atol=1e-5)
