@@ -179,8 +179,12 @@ def get_generator_config(name: str) -> GeneratorConfig:
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        data = json.loads(path.read_text())
-        inner = data["config"] if isinstance(data.get("config"), dict) else data
-        cls = TokenGeneratorConfig if "bandwidths" in inner else GeneratorConfig
-        return cls.from_dict(inner)
+        return config_from_dict(json.loads(path.read_text()))
     raise ValueError(f"unknown model name {name!r}; registered: {sorted(CONFIGS)} (or pass a JSON file path)")
+
+
+def config_from_dict(data: dict[str, Any]) -> GeneratorConfig:
+    """A config from its dict (top level or under ``config``); one with ``bandwidths`` is a token config."""
+    inner = data["config"] if isinstance(data.get("config"), dict) else data
+    cls = TokenGeneratorConfig if "bandwidths" in inner else GeneratorConfig
+    return cls.from_dict(inner)

@@ -227,6 +227,7 @@ def test_discriminator_step_modes_and_gradients(formula_gan: GAN) -> None:
     audio, mel, lens = _short_batch()
     formula_gan.zero_grad(set_to_none=True)
     formula_gan.generator.calls.clear()
+    formula_gan.set_step_modes(discriminator_step=True)
     loss_d, info = formula_gan(audio, mel, lens, 2, discriminator_step=True)
     (call,) = formula_gan.generator.calls
     assert (call["training"], call["grad"], call["n_timesteps"], call["clamp_pred"]) == (
@@ -251,6 +252,7 @@ def test_generator_step_modes_and_gradients(formula_gan: GAN) -> None:
     formula_gan.zero_grad(set_to_none=True)
     formula_gan.generator.calls.clear()
     formula_gan.eval()
+    formula_gan.set_step_modes(discriminator_step=False)
     loss_g, info = formula_gan(audio, mel, lens, 4, discriminator_step=False)
     (call,) = formula_gan.generator.calls
     assert (call["training"], call["grad"]) == (True, True)

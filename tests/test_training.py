@@ -89,7 +89,8 @@ def test_resume_reproduces_uninterrupted_run(manifests, tmp_path):
         args = common_args(manifests["all"], manifests["all"], exp, epochs, "--batch-size", "2")
         assert pretrain.main([*args, "--average-period", "2", "--log-interval", "1", *extra]) == 0
 
-    run(tmp_path / "full", 3)
+    run(tmp_path / "full", 3, "--keep-last-k", "2")
+    assert sorted(p.name for p in (tmp_path / "full").glob("epoch-*.pt")) == ["epoch-2.pt", "epoch-3.pt"]
     run(tmp_path / "split", 1)
     run(tmp_path / "split", 3, "--start-epoch", "2")
     full = torch.load(tmp_path / "full" / "epoch-3.pt", weights_only=True)
@@ -121,7 +122,7 @@ def test_save_averaged_model_loads_with_get_model(manifests, tmp_path):
     )
     out = exp / "epoch-3-avg-2-use-avg-model.pt"
     model, _ = get_model(model_name=TINY, checkpoint=out)
-    assert set(torch.load(out, weights_only=True)) == {"model"}
+    assert set(torch.load(out, weights_only=True)) == {"model", "generator_config"}
     assert model.infer(torch.zeros(1, 100, 4)).shape == (1, 1024)
     plain = ["--exp-dir", str(exp), "--epoch", "3", "--avg", "2", "--use-averaged-model", "false"]
     assert save_averaged_model.main([*plain, "--model-name", TINY]) == 0
@@ -130,7 +131,7 @@ def test_save_averaged_model_loads_with_get_model(manifests, tmp_path):
 
 def test_nan_loss_saves_bad_model_and_stops(manifests, tmp_path, monkeypatch):
     from flow2gan.models.generator import MelAudioGenerator
-    from flow2gan.training.stages import NonFiniteLossError
+    from flow2gan.training.guards import NonFiniteLossError
 
     monkeypatch.setattr(MelAudioGenerator, "fm_loss", lambda self, *a, **k: torch.tensor(float("nan")))
     with pytest.raises(NonFiniteLossError, match="nan"):
@@ -216,6 +217,10 @@ def test_finetune_alternation_checkpoints_and_export(manifests, tmp_path):
     assert save_averaged_model.main(export) == 0
     model, _ = get_model(model_name=TINY, checkpoint=ft / "epoch-4-avg-2-use-avg-model-only-gen.pt")
     assert model.default_n_timesteps == 2
+    # the generator config, the stage and the GAN config come from the training checkpoint
+    assert save_averaged_model.main(["--exp-dir", str(ft), "--epoch", "4", "--avg", "1"]) == 0
+    stored = torch.load(ft / "epoch-4-avg-1-use-avg-model-only-gen.pt", weights_only=True)
+    assert stored["n_timesteps"] == 2 and stored["generator_config"]["channels"] == [32, 24, 16]
     assert model.infer(torch.zeros(1, 100, 4)).shape == (1, 1024)
 
     pred = ft / "wav-epoch-4-avg-2-use-avg-model-pred-step-2"
@@ -226,15 +231,17 @@ def test_finetune_alternation_checkpoints_and_export(manifests, tmp_path):
         assert sf.info(pred / wav.name).frames == sf.info(wav).frames
 
 
-def test_infer_manifest_with_checkpoint(manifests, tmp_path):
+def test_infer_manifest_with_checkpoint(manifests, tmp_path, monkeypatch):
     out = tmp_path / "out"
     flags = ["--checkpoint", str(PARITY / "tiny_24k.pt"), "--model-name", TINY, "--load-gan", "false"]
     flags += ["--test-recordings", str(manifests["all"]), "--root-path", str(WAVS), "--num-workers", "0"]
     assert infer.main([*flags, "--output-dir", str(out), "--exp-dir", str(tmp_path), "--seed", "1"]) == 0
     assert sorted(p.name for p in out.glob("*.wav")) == sorted(p.name for p in WAVS.glob("*.wav"))
     assert list((tmp_path / "log").glob("log-infer-*"))
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit, match="load-gan"):
         infer.main([*flags[:4], "--test-recordings", str(manifests["all"]), "--output-dir", str(out)])
+    assert not (tmp_path / "exp-finetune").exists()  # rejected arguments leave no log folder behind
 
 
 def test_fp16_with_inf_check(manifests, tmp_path):

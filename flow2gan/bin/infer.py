@@ -28,7 +28,7 @@ from flow2gan.pretrained import get_model, pretrained_info
 from flow2gan.runtime import tune_malloc
 from flow2gan.sampling import resolve_n_timesteps
 from flow2gan.training.data import make_test_loader
-from flow2gan.training.export import averaged_model_name, load_experiment_generator
+from flow2gan.training.experiment import averaged_model_name, load_experiment_generator
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,12 @@ def parser() -> argparse.ArgumentParser:
     add("--hf-model-name", type=optional_str, default=None, help="a released model name")
     add("--output-dir", type=optional_str, default=None, help="required with --checkpoint/--hf-model-name")
     add("--load-gan", type=str2bool, default=True, help="experiment checkpoints hold the GAN wrapper")
-    add("--model-name", type=str, default="mel_24k_base")
+    add(
+        "--model-name",
+        type=optional_str,
+        default=None,
+        help="generator config name or JSON path (default: the config stored in the checkpoint)",
+    )
     add("--gan-name", type=str, default="gan_multi_scale_mel_recon")
     add("--n-timesteps", type=int, default=1)
     add("--root-path", type=optional_str, default=None, help="outputs mirror source paths relative to it")
@@ -59,8 +64,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, Path]:
-    """The generator to run and the output directory, following the reference's rules."""
+def check_args(args: argparse.Namespace) -> None:
+    """Reject inconsistent flags (``SystemExit``) before anything is written."""
+    if not args.test_recordings:
+        raise SystemExit("--test-recordings is required")
     if args.checkpoint or args.hf_model_name:
         if args.load_gan:
             raise SystemExit(
@@ -74,9 +81,14 @@ def load_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, Path]:
                 resolve_n_timesteps(args.n_timesteps, released, "error", args.hf_model_name)
             except ValueError as exc:
                 raise SystemExit(str(exc)) from exc
+
+
+def load_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, Path]:
+    """The generator to run and the output directory, following the reference's rules."""
+    if args.checkpoint or args.hf_model_name:
         model, _ = get_model(args.model_name, args.hf_model_name, args.checkpoint)
         return model, Path(args.output_dir)
-    model, _ = load_experiment_generator(
+    averaged = load_experiment_generator(
         args.exp_dir,
         args.epoch,
         args.avg,
@@ -86,7 +98,7 @@ def load_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, Path]:
         args.gan_name,
     )
     name = averaged_model_name(args.epoch, args.avg, args.use_averaged_model, load_gan=False)
-    return model, args.exp_dir / f"wav-{name}-pred-step-{args.n_timesteps}"
+    return averaged.generator, args.exp_dir / f"wav-{name}-pred-step-{args.n_timesteps}"
 
 
 def output_path(output_dir: Path, source: str, root: str | None) -> Path:
@@ -98,9 +110,8 @@ def output_path(output_dir: Path, source: str, root: str | None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Vocode the manifest; returns 0."""
     args = parser().parse_args(argv)
+    check_args(args)
     tune_malloc()
-    if not args.test_recordings:
-        raise SystemExit("--test-recordings is required")
     log_dir = args.exp_dir / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(

@@ -1,8 +1,9 @@
 """Average an experiment's checkpoints into a deployable ``{"model": generator_state_dict}`` file.
 
-Writes ``exp_dir/epoch-{E}-avg-{A}[-use-avg-model][-only-gen].pt`` (SPEC §5.5); with ``--load-gan True``
-the GAN wrapper is averaged and only its generator saved (no prefix), which ``get_model(checkpoint=...)``
-loads strictly. Stage-2 files also record ``n_timesteps``, the step count they were fine-tuned for.
+Writes ``exp_dir/epoch-{E}-avg-{A}[-use-avg-model][-only-gen].pt``; for a stage-2 (GAN) experiment the
+wrapper is averaged and only its generator saved (no prefix), which ``get_model(checkpoint=...)`` loads
+strictly. The file records the generator config and, for stage 2, ``n_timesteps``, the step count it
+was fine-tuned for. The config, the stage and the GAN config are read from the training checkpoint.
 """
 
 from __future__ import annotations
@@ -11,21 +12,36 @@ import argparse
 import logging
 from pathlib import Path
 
-from flow2gan.bin.common import str2bool
-from flow2gan.checkpoint import save_atomic
-from flow2gan.training.export import averaged_model_name, load_experiment_generator
+from flow2gan.bin.common import optional_str, str2bool
+from flow2gan.training.experiment import export_generator, load_experiment_generator
 
 
 def parser() -> argparse.ArgumentParser:
     """Reference flags and defaults."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epoch", type=int, default=200)
-    p.add_argument("--avg", type=int, default=20)
-    p.add_argument("--use-averaged-model", type=str2bool, default=True)
-    p.add_argument("--exp-dir", type=Path, default=Path("./exp-pretrain"))
-    p.add_argument("--model-name", type=str, default="mel_24k_base")
-    p.add_argument("--gan-name", type=str, default="gan_multi_scale_mel_recon")
-    p.add_argument("--load-gan", type=str2bool, default=False)
+    add = p.add_argument
+    add("--epoch", type=int, default=200, help="last epoch of the averaging window")
+    add("--avg", type=int, default=20, help="number of epochs averaged")
+    add(
+        "--use-averaged-model",
+        type=str2bool,
+        default=True,
+        help="average from the running model averages in epoch-(E-avg) and epoch-E (else plain mean)",
+    )
+    add("--exp-dir", type=Path, default=Path("./exp-pretrain"), help="experiment directory")
+    add(
+        "--model-name",
+        type=optional_str,
+        default=None,
+        help="generator config name or JSON path (default: the config stored in the checkpoint)",
+    )
+    add("--gan-name", type=optional_str, default=None, help="GAN config (default: stored in the checkpoint)")
+    add(
+        "--load-gan",
+        type=str2bool,
+        default=None,
+        help="the checkpoints hold the GAN wrapper (default: detected from the checkpoint)",
+    )
     return p
 
 
@@ -33,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     """Average and save; returns 0."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    generator, n_timesteps = load_experiment_generator(
+    averaged = load_experiment_generator(
         args.exp_dir,
         args.epoch,
         args.avg,
@@ -42,13 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         args.load_gan,
         args.gan_name,
     )
-    name = averaged_model_name(args.epoch, args.avg, args.use_averaged_model, args.load_gan)
-    out = args.exp_dir / f"{name}.pt"
-    ckpt = {"model": generator.state_dict()}
-    if n_timesteps is not None:
-        ckpt["n_timesteps"] = n_timesteps
-    save_atomic(ckpt, out)
-    logging.info("saved %s", out)
+    name = averaged.name(args.epoch, args.avg, args.use_averaged_model)
+    export_generator(averaged.generator, averaged.n_timesteps, args.exp_dir / f"{name}.pt")
     return 0
 
 

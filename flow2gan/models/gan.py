@@ -204,12 +204,19 @@ class GAN(nn.Module):
             )
         return fake
 
+    def set_step_modes(self, discriminator_step: bool) -> None:
+        """Train/eval modes of a training step; the training stage calls this before :meth:`forward`.
+
+        As in the reference: a D step runs the generator in eval and the discriminators in train mode, a
+        G step the generator in train and the discriminators in eval mode.
+        """
+        self.generator.train(not discriminator_step)
+        self.discriminator.train(discriminator_step)
+
     def discriminator_forward(
         self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """D step: generator in eval mode under no_grad, discriminators in train mode -> (loss_d, info)."""
-        self.generator.eval()
-        self.discriminator.train()
+        """D step: generator under no_grad (modes: :meth:`set_step_modes`) -> (loss_d, info)."""
         with torch.no_grad():
             fake = self._generate(audio, mel, audio_lens, n_timesteps)
         scales = self.loss_scales
@@ -222,9 +229,7 @@ class GAN(nn.Module):
     def generator_forward(
         self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """G step: generator in train mode with gradients through all steps, discriminators in eval mode."""
-        self.generator.train()
-        self.discriminator.eval()
+        """G step: gradients through all generator steps (modes: :meth:`set_step_modes`) -> (loss_g, info)."""
         fake = self._generate(audio, mel, audio_lens, n_timesteps)
         _, scores_fake_mp, fmaps_real_mp, fmaps_fake_mp = self.mpd(audio, fake)
         _, scores_fake_mr, fmaps_real_mr, fmaps_fake_mr = self.mrd(audio, fake)

@@ -308,6 +308,12 @@ class WeightedLoaderMixer:
                 return
             yield index, batch
 
+    def expected_batches(self) -> int:
+        """Batches in an epoch: exact for one loader; with several, when the first is expected to run out."""
+        total = sum(self.weights)
+        pairs = zip(self.loaders, self.weights, strict=True)
+        return max(1, round(min(len(loader) * total / w for loader, w in pairs if w)))
+
 
 def shar_cut_paths(shar_dir: Path) -> list[Path]:
     """The sorted ``cuts.*.jsonl[.gz]`` shard manifests of a Shar directory; ValueError if there are none."""

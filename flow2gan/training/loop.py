@@ -1,4 +1,9 @@
-"""The training loop shared by both stages (SPEC §5.8); a ``Stage`` says what one batch does."""
+"""The training loop shared by both stages (SPEC section 5.8).
+
+A ``Stage`` computes a batch's losses and names the optimizer they belong to; this loop owns everything
+else, in one visible place: backward, gradient scaling, the optimizer and LR-schedule steps, model
+averaging, logging, validation and checkpoints.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +21,19 @@ import torch
 from torch import nn
 from torch.amp import GradScaler
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from flow2gan.checkpoint import save_atomic
 from flow2gan.runtime import set_training_threads, tune_malloc
 from flow2gan.training import distributed
 from flow2gan.training.averaging import make_averaged_copy, update_averaged_model
-from flow2gan.training.checkpoints import (
+from flow2gan.training.data import make_test_batch, make_train_loaders, make_valid_loaders, set_loader_epoch
+from flow2gan.training.experiment import (
     epoch_path,
     latest_epoch,
     load_training_checkpoint,
+    prune_epoch_checkpoints,
     save_training_checkpoint,
 )
-from flow2gan.training.data import make_test_batch, make_train_loaders, make_valid_loaders, set_loader_epoch
+from flow2gan.training.guards import GradScaleNurse, check_finite, save_bad_model_on_failure
 from flow2gan.training.monitor import (
     Diagnostics,
     MetricTotals,
@@ -37,7 +42,8 @@ from flow2gan.training.monitor import (
     log_test_samples,
 )
 from flow2gan.training.options import TrainOptions
-from flow2gan.training.stages import Stage, autocast_context, build_condition
+from flow2gan.training.progress import TrainingProgress
+from flow2gan.training.stages import Stage, StageLosses, autocast_context, build_condition
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +113,10 @@ class Trainer:
         self.diagnostics = Diagnostics(self.stage.module) if opts.print_diagnostics else None
         if opts.inf_check:
             add_inf_check_hooks(self.stage.module)
-        self.warned_small_scale = False
+        self.scale_nurse = None
+        if opts.use_fp16:
+            first_warning = opts.exp_dir / f"bad-model-first-warning-{ctx.rank}.pt"
+            self.scale_nurse = GradScaleNurse(self.scaler, self.stage.module, first_warning)
         self.writer = None
         if ctx.is_main and opts.tensorboard and not opts.print_diagnostics:
             from torch.utils.tensorboard import SummaryWriter
@@ -148,78 +157,68 @@ class Trainer:
     def run(self) -> None:
         """All epochs from the start epoch; checkpoints at epoch ends."""
         self.build_data()
+        self.progress = TrainingProgress(self.start_epoch, self.opts.num_epochs, enabled=self.ctx.is_main)
         for epoch in range(self.start_epoch, self.opts.num_epochs + 1):
             fix_random_seed(self.opts.seed + epoch - 1)
             set_loader_epoch(self.train_data.loaders, epoch)
             if self.writer is not None:
                 self.writer.add_scalar("train/epoch", epoch, self.batch_idx_train)
-            self.stage.module.train()
-            finished = self.train_one_epoch(epoch)
-            if not finished:
+            if not self.train_one_epoch(epoch):
                 logger.info("diagnostics:\n%s", self.diagnostics.report())
                 return
             if self.diagnostics is None and (
                 epoch % self.opts.save_every_n == 0 or epoch == self.opts.num_epochs
             ):
                 self.save(epoch)
+        self.progress.close()
         if self.writer is not None:
             self.writer.close()
 
     def train_one_epoch(self, epoch: int) -> bool:
         """One pass over the mixed training loaders; False when diagnostics stopped it early."""
         totals: dict[str, MetricTotals] = {}
-        progress = tqdm(desc=f"epoch {epoch}", unit="batch", disable=not self.ctx.is_main, leave=False)
-        batch_idx = 0
-        for loader_index, (audio, lens, names) in self.train_data:
+        first_b = self.batch_idx_train
+        for loader_index, (audio, lens, names) in self.progress.epoch(
+            epoch, self.train_data, self.train_data.expected_batches()
+        ):
             if audio.shape[0] == 0:
                 continue
-            batch_idx += 1
             self.batch_idx_train += 1
             b = self.batch_idx_train
             audio, lens = audio.to(self.ctx.device), lens.to(self.ctx.device)
-            try:
+            with save_bad_model_on_failure(self.save_bad_model, f"batch {b} (epoch {epoch}) on {names}"):
                 with autocast_context(self.ctx.device, self.opts.dtype):
-                    mel = self.mel(audio)
-                    result = self.stage.train_step(self.model, mel, audio, lens, b, self.scaler)
-            except Exception:
-                logger.error("training failed at batch %d (epoch %d) on %s", b, epoch, names)
-                self.save_bad_model()
-                raise
-            key = f"{result.kind}_{loader_index}" if result.kind else str(loader_index)
-            totals.setdefault(key, MetricTotals()).add(result.metrics, audio.shape[0])
-            progress.update(1)
+                    out = self.stage.losses(self.model, self.mel(audio), audio, lens, b)
+                check_finite(out.loss, f"{out.optimizer} loss".lstrip())
+                self.optimizer_step(out, b)
+            key = f"{out.optimizer}_{loader_index}" if out.optimizer else str(loader_index)
+            totals.setdefault(key, MetricTotals()).add(out.metrics, audio.shape[0])
             if self.diagnostics is not None and self.diagnostics.batches(1) == DIAGNOSTIC_BATCHES:
                 return False
             if self.model_avg is not None and b > 0 and b % self.opts.average_period == 0:
                 update_averaged_model(self.model_avg, self.stage.module, b, self.opts.average_period)
-            if self.opts.use_fp16:
-                self.check_grad_scale(batch_idx)
-            if b % self.opts.log_interval == 0 or (
-                self.stage.paired_steps and b % self.opts.log_interval == 1
-            ):
-                self.log_train(epoch, b, key, result.metrics, totals[key])
+            if self.scale_nurse is not None:
+                self.scale_nurse.check(b - first_b)
+            if self.log_due(b):
+                self.log_train(epoch, b, key, out.metrics, totals[key])
             if b % self.opts.valid_interval == 0:
                 self.validate(b)
-        progress.close()
         return True
 
-    def check_grad_scale(self, batch_idx: int) -> None:
-        """fp16: grow a small scale periodically; warn (and save) below 0.01; abort below 1e-5."""
-        scale = self.scaler.get_scale()
-        for period, limit in ((25, 2.0), (100, 8.0), (400, 32.0)):
-            if batch_idx % period == 0 and scale < limit:
-                self.scaler.update(scale * 2.0)
-                scale *= 2.0
-        if scale < 0.01 and not self.warned_small_scale:
-            self.warned_small_scale = True
-            logger.warning("grad scale is small: %g", scale)
-            save_atomic(
-                {"model": self.stage.module.state_dict()},
-                self.opts.exp_dir / f"bad-model-first-warning-{self.ctx.rank}.pt",
-            )
-            add_inf_check_hooks(self.stage.module)
-        if scale < 1e-5:
-            raise RuntimeError(f"grad scale is too small ({scale}), exiting: training diverged")
+    def log_due(self, b: int) -> bool:
+        """Every ``--log-interval`` batches (both batches of a D/G pair in stage 2)."""
+        phase = b % self.opts.log_interval
+        return phase == 0 or (self.stage.paired_steps and phase == 1)
+
+    def optimizer_step(self, out: StageLosses, batch_idx_train: int) -> None:
+        """Backward of the scaled loss and one update of the optimizer the loss belongs to (with its LR)."""
+        slot = self.stage.optimizers[out.optimizer]
+        slot.optimizer.zero_grad()
+        self.scaler.scale(out.loss).backward()
+        slot.before_update(batch_idx_train)
+        self.scaler.step(slot.optimizer)
+        self.scaler.update()
+        slot.after_update()
 
     def log_train(self, epoch: int, b: int, key: str, current: dict, totals: MetricTotals) -> None:
         """Text log and TensorBoard scalars (current batch, epoch totals, learning rates, grad scale)."""
@@ -257,7 +256,7 @@ class Trainer:
                     continue
                 audio, lens = audio.to(self.ctx.device), lens.to(self.ctx.device)
                 with autocast_context(self.ctx.device, self.opts.dtype):
-                    metrics = self.stage.valid_step(self.model, self.mel(audio), audio, lens)
+                    metrics = self.stage.valid_losses(self.model, self.mel(audio), audio, lens)
                 totals.add(metrics, audio.shape[0])
             names = sorted(totals.sums)
             summed = distributed.all_reduce_sum(totals.as_tensor(names, self.ctx.device), self.ctx)
@@ -271,7 +270,6 @@ class Trainer:
             audio, lens = audio.to(self.ctx.device), lens.to(self.ctx.device)
             samples = self.stage.synthesize(self.mel(audio), lens)
             log_test_samples(self.writer, samples, audio, lens, self.stage.generator.config.sampling_rate, b)
-        self.stage.module.train()
 
     def checkpoint_params(self, epoch: int) -> dict:
         """Top-level checkpoint values: progress, options, and the stage's own."""
@@ -281,10 +279,11 @@ class Trainer:
             "batch_idx_train": self.batch_idx_train,
             "cur_epoch": epoch,
             "sampling_rate": self.stage.generator.config.sampling_rate,
+            "generator_config": self.stage.generator.config.to_dict(),
         }
 
     def save(self, epoch: int) -> None:
-        """``epoch-{epoch}.pt`` from rank 0."""
+        """``epoch-{epoch}.pt`` from rank 0, keeping the newest ``--keep-last-k`` epoch files."""
         if not self.ctx.is_main:
             return
         states = {**self.stage.states(), "grad_scaler": self.scaler}
@@ -295,6 +294,7 @@ class Trainer:
             states,
             self.checkpoint_params(epoch),
         )
+        prune_epoch_checkpoints(self.opts.exp_dir, self.opts.keep_last_k)
 
     def save_bad_model(self) -> None:
         """``bad-model-{rank}.pt`` after a failed batch (model average only on rank 0)."""

@@ -26,6 +26,7 @@ class TrainOptions:
     print_diagnostics: bool
     inf_check: bool
     save_every_n: int
+    keep_last_k: int
     average_period: int
     use_fp16: bool
     dtype: str
@@ -111,6 +112,7 @@ def add_common_arguments(
     add("--print-diagnostics", type=str2bool, default=False, help="collect statistics for 5 batches, exit")
     add("--inf-check", type=str2bool, default=False, help="name the first module with non-finite values")
     add("--save-every-n", type=int, default=1, help="save a checkpoint every n epochs (and the last)")
+    add("--keep-last-k", type=int, default=21, help="keep the newest k epoch-*.pt files (0: all)")
     add("--average-period", type=int, default=200, help="update the running model average every n batches")
     add("--use-fp16", type=str2bool, default=False, help="fp16 autocast with a gradient scaler")
     add(
@@ -180,6 +182,7 @@ def common_options(args: argparse.Namespace) -> TrainOptions:
         print_diagnostics=args.print_diagnostics,
         inf_check=args.inf_check,
         save_every_n=args.save_every_n,
+        keep_last_k=args.keep_last_k,
         average_period=args.average_period,
         use_fp16=dtype == "fp16",
         dtype=dtype,

@@ -13,7 +13,6 @@ from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
-from torch.amp import GradScaler
 
 from flow2gan.checkpoint import load_checkpoint
 from flow2gan.config import get_generator_config
@@ -29,18 +28,48 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class StepResult:
-    """Metrics of one training batch; ``kind`` is "" (stage 1), "g" or "d" (stage 2)."""
+class StageLosses:
+    """What a training batch of a stage produced: the loss to minimise and the optimizer it belongs to.
 
-    kind: str
+    ``optimizer`` is a key of ``Stage.optimizers`` ("" in stage 1, "d" or "g" in stage 2) and also names
+    the batch kind in logs; ``metrics`` are detached scalars for logging.
+    """
+
+    loss: Tensor
     metrics: dict[str, Tensor]
+    optimizer: str
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """An optimizer with its Eden2 schedule, and when the schedule moves.
+
+    ``lr_from_global_batch``: the reference's pre-training sets the LR from the global batch index
+    before each update; its GAN stage instead counts each optimizer's own updates, stepping the
+    schedule after each update. The loop calls both hooks around every update.
+    """
+
+    optimizer: ScaledAdam
+    scheduler: Eden2
+    lr_from_global_batch: bool
+
+    def before_update(self, batch_idx_train: int) -> None:
+        """Stage 1: LR of the global batch index."""
+        if self.lr_from_global_batch:
+            self.scheduler.step_batch(batch_idx_train)
+
+    def after_update(self) -> None:
+        """Stage 2: count this optimizer's update."""
+        if not self.lr_from_global_batch:
+            self.scheduler.step_batch()
 
 
 class Stage(Protocol):
-    """The stage-specific part of training."""
+    """The stage-specific part of training: what a batch computes, with which optimizer, in which modes."""
 
     module: nn.Module
     generator: MelAudioGenerator
+    optimizers: dict[str, Optimization]
     paired_steps: bool  # D and G batches alternate: log both batches of a pair
     test_drop_silent: bool  # drop silent files from the TensorBoard test batch
 
@@ -50,19 +79,13 @@ class Stage(Protocol):
     def learning_rates(self) -> dict[str, float]:
         """TensorBoard name suffix -> current learning rate."""
 
-    def train_step(
-        self,
-        model: nn.Module,
-        mel: Tensor,
-        audio: Tensor,
-        lens: Tensor,
-        batch_idx_train: int,
-        scaler: GradScaler,
-    ) -> StepResult:
-        """One optimisation step on a batch; ``model`` is ``module`` or its DDP wrapper."""
+    def losses(
+        self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor, batch_idx_train: int
+    ) -> StageLosses:
+        """Set the train/eval modes and compute the losses of a training batch (``model``: module or DDP)."""
 
-    def valid_step(self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor) -> dict[str, Tensor]:
-        """Validation losses of a batch (called under ``no_grad``)."""
+    def valid_losses(self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor) -> dict[str, Tensor]:
+        """Validation losses of a batch (called under ``no_grad`` with the module in eval mode)."""
 
     def synthesize(self, mel: Tensor, lens: Tensor) -> dict[str, Tensor]:
         """Label (``step_{n}``) -> (B, T) clamped audio of the TensorBoard test batch."""
@@ -83,13 +106,6 @@ def build_condition(generator: MelAudioGenerator, codec: str | None) -> nn.Modul
     return audio_front_end(generator, None if codec is None else load_tokenizer(codec))
 
 
-def optimizer_step(loss: Tensor, optimizer: ScaledAdam, scaler: GradScaler) -> None:
-    """Backward of the scaled loss, then ``scaler.step`` and ``scaler.update``."""
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-
-
 class FlowMatchingStage:
     """Stage 1: the generator trained with the spectral-scaled flow-matching loss."""
 
@@ -106,6 +122,7 @@ class FlowMatchingStage:
             clipping_scale=2.0,
         )
         self.scheduler = Eden2(self.optimizer, fm.lr_batches, opts.warmup_batches, warmup_start=0.1)
+        self.optimizers = {"": Optimization(self.optimizer, self.scheduler, lr_from_global_batch=True)}
 
     def states(self) -> dict[str, Any]:
         """Optimizer and scheduler, under the reference checkpoint keys."""
@@ -115,26 +132,15 @@ class FlowMatchingStage:
         """``train/learning_rate``."""
         return {"": self.scheduler.get_last_lr()[0]}
 
-    def train_step(
-        self,
-        model: nn.Module,
-        mel: Tensor,
-        audio: Tensor,
-        lens: Tensor,
-        batch_idx_train: int,
-        scaler: GradScaler,
-    ) -> StepResult:
-        """FM loss, backward, LR set from the global batch index before the update, step, zero grads."""
+    def losses(
+        self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor, batch_idx_train: int
+    ) -> StageLosses:
+        """The flow-matching loss (generator in train mode)."""
+        self.generator.train()
         loss = model(mel, audio, lens)
-        check_finite(loss, "loss")
-        scaler.scale(loss).backward()
-        self.scheduler.step_batch(batch_idx_train)
-        scaler.step(self.optimizer)
-        scaler.update()
-        self.optimizer.zero_grad()
-        return StepResult("", {"loss": loss.detach()})
+        return StageLosses(loss, {"loss": loss.detach()}, "")
 
-    def valid_step(self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor) -> dict[str, Tensor]:
+    def valid_losses(self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor) -> dict[str, Tensor]:
         """FM loss with fresh random t and noise (model in eval mode)."""
         return {"loss": model(mel, audio, lens)}
 
@@ -172,6 +178,7 @@ class GANStage:
             mel_recon_loss_scale=gan_opts.mel_recon_loss_scale,
         )
         self.module = GAN.from_config(self.generator, gan_opts.gan_name, loss_scales=scales)
+        self.gan_name = gan_opts.gan_name
         self.n_timesteps = gan_opts.n_timesteps
         self.gen_start_batch_idx = gan_opts.gen_start_batch_idx
         self.train_disc = True
@@ -189,6 +196,10 @@ class GANStage:
         )
         self.scheduler_g.step_batch(0)
         self.scheduler_d.step_batch(0)
+        self.optimizers = {
+            "d": Optimization(self.optimizer_d, self.scheduler_d, lr_from_global_batch=False),
+            "g": Optimization(self.optimizer_g, self.scheduler_g, lr_from_global_batch=False),
+        }
 
     def states(self) -> dict[str, Any]:
         """Generator states under the stage-1 keys, discriminator states under ``*_disc``."""
@@ -203,35 +214,19 @@ class GANStage:
         """``train/learning_rate_g`` and ``train/learning_rate_d``."""
         return {"_g": self.scheduler_g.get_last_lr()[0], "_d": self.scheduler_d.get_last_lr()[0]}
 
-    def train_step(
-        self,
-        model: nn.Module,
-        mel: Tensor,
-        audio: Tensor,
-        lens: Tensor,
-        batch_idx_train: int,
-        scaler: GradScaler,
-    ) -> StepResult:
-        """A discriminator batch, or a generator batch; each optimizer zeroes its grads before backward."""
-        if self.train_disc:
-            loss, metrics = model(audio, mel, lens, self.n_timesteps, discriminator_step=True)
-            check_finite(loss, "discriminator loss")
-            self.optimizer_d.zero_grad()
-            optimizer_step(loss, self.optimizer_d, scaler)
-            self.scheduler_d.step_batch()
-            if batch_idx_train >= self.gen_start_batch_idx:
-                self.train_disc = False
-            return StepResult("d", metrics)
-        loss, metrics = model(audio, mel, lens, self.n_timesteps, discriminator_step=False)
-        check_finite(loss, "generator loss")
-        self.optimizer_g.zero_grad()
-        optimizer_step(loss, self.optimizer_g, scaler)
-        self.scheduler_g.step_batch()
-        self.train_disc = True
-        return StepResult("g", metrics)
+    def losses(
+        self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor, batch_idx_train: int
+    ) -> StageLosses:
+        """A discriminator batch (D-only until ``--gen-start-batch-idx``), then G and D batches alternate."""
+        discriminator_step = self.train_disc
+        self.module.set_step_modes(discriminator_step)
+        loss, metrics = model(audio, mel, lens, self.n_timesteps, discriminator_step=discriminator_step)
+        self.train_disc = not discriminator_step or batch_idx_train < self.gen_start_batch_idx
+        return StageLosses(loss, metrics, "d" if discriminator_step else "g")
 
-    def valid_step(self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor) -> dict[str, Tensor]:
-        """Generator-side losses (the wrapper puts the generator in train mode, as the reference does)."""
+    def valid_losses(self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor) -> dict[str, Tensor]:
+        """Generator-side losses, with the generator in train mode as in the reference's validation."""
+        self.module.set_step_modes(discriminator_step=False)
         _, metrics = model(audio, mel, lens, self.n_timesteps, discriminator_step=False)
         return metrics
 
@@ -242,17 +237,7 @@ class GANStage:
 
     def checkpoint_params(self) -> dict[str, Any]:
         """The D/G flag (stored, but a resumed run starts with a D batch, as the reference's does)."""
-        return {"train_disc": self.train_disc, "n_timesteps": self.n_timesteps}
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when a training loss is NaN or inf; the loop saves ``bad-model-*.pt`` first."""
-
-
-def check_finite(loss: Tensor, what: str) -> None:
-    """Raise ``NonFiniteLossError`` for a NaN/inf loss."""
-    if not torch.isfinite(loss):
-        raise NonFiniteLossError(f"{what} is {loss.item()}")
+        return {"train_disc": self.train_disc, "n_timesteps": self.n_timesteps, "gan_name": self.gan_name}
 
 
 def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:

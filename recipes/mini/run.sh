@@ -83,13 +83,12 @@ fi
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   log "stage 1: flow-matching pre-training ($pretrain_epochs epochs)"
   $python -m flow2gan.bin.pretrain "${common[@]}" --exp-dir "$pre" --num-epochs "$pretrain_epochs" \
-    --base-lr "$pretrain_lr" --save-every-n 1 --average-period 20 --log-interval 50 --valid-interval 200 --save-infer-steps 2,4
+    --base-lr "$pretrain_lr" --save-every-n 1 --keep-last-k $((pretrain_avg + 1)) --average-period 20 --log-interval 50 --valid-interval 200 --save-infer-steps 2,4
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   log "stage 2: averaging epochs $((pretrain_epochs - pretrain_avg + 1))..$pretrain_epochs"
-  $python -m flow2gan.bin.save_averaged_model --exp-dir "$pre" --epoch "$pretrain_epochs" --avg "$pretrain_avg" \
-    --model-name "$model_name"
+  $python -m flow2gan.bin.save_averaged_model --exp-dir "$pre" --epoch "$pretrain_epochs" --avg "$pretrain_avg"
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
@@ -97,13 +96,12 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   $python -m flow2gan.bin.finetune "${common[@]}" --exp-dir "$ft" --num-epochs "$finetune_epochs" \
     --generator-model-path "$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
-    --save-every-n 1 --average-period 10 --log-interval 20 --valid-interval 100
+    --save-every-n 1 --keep-last-k $((finetune_avg + 1)) --average-period 10 --log-interval 20 --valid-interval 100
 fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   log "stage 4: export the fine-tuned generator"
-  $python -m flow2gan.bin.save_averaged_model --exp-dir "$ft" --epoch "$finetune_epochs" --avg "$finetune_avg" \
-    --model-name "$model_name" --gan-name "$gan_name" --load-gan true
+  $python -m flow2gan.bin.save_averaged_model --exp-dir "$ft" --epoch "$finetune_epochs" --avg "$finetune_avg"
 fi
 
 stage1_ckpt=$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt

@@ -1,0 +1,234 @@
+"""Experiment checkpoints: ``exp_dir/epoch-{e}.pt`` files, resume, pruning and averaged exports.
+
+A training checkpoint (SPEC section 5.5, reference keys) is ``{model, model_avg, optimizer, scheduler,
+[optimizer_disc, scheduler_disc], grad_scaler, sampler, batch_idx_train, cur_epoch, <options>,
+generator_config, env_info}``; an averaged export is the deployable ``{"model": generator_state_dict,
+"generator_config": {...}[, "n_timesteps": N]}`` that ``get_model(checkpoint=...)`` loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import platform
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flow2gan.checkpoint import load_state_dict_checked, read_checkpoint, save_atomic
+from flow2gan.config import GeneratorConfig, config_from_dict, get_generator_config
+from flow2gan.models.gan import GAN
+from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.token_generator import build_generator
+from flow2gan.training.averaging import average_checkpoints_with_averaged_model, average_state_dicts
+
+logger = logging.getLogger(__name__)
+
+EPOCH_FILE = re.compile(r"^epoch-(\d+)\.pt$")
+DEFAULT_GAN_NAME = "gan_multi_scale_mel_recon"
+
+
+def env_info() -> dict[str, str]:
+    """Versions and host recorded in every checkpoint (``env_info``)."""
+    return {
+        "torch_version": str(torch.__version__),
+        "python_version": platform.python_version(),
+        "torch_cuda_available": str(torch.cuda.is_available()),
+        "hostname": socket.gethostname(),
+    }
+
+
+def epoch_path(exp_dir: Path, epoch: int) -> Path:
+    """``exp_dir/epoch-{epoch}.pt``."""
+    return Path(exp_dir) / f"epoch-{epoch}.pt"
+
+
+def saved_epochs(exp_dir: Path) -> list[int]:
+    """Sorted epochs ``e`` with a complete ``epoch-{e}.pt`` (atomic writes: a present file is complete)."""
+    names = (EPOCH_FILE.match(p.name) for p in Path(exp_dir).glob("epoch-*.pt"))
+    return sorted(int(m.group(1)) for m in names if m)
+
+
+def latest_epoch(exp_dir: Path) -> int:
+    """The largest saved epoch in ``exp_dir`` (0 when there is none)."""
+    return max(saved_epochs(exp_dir), default=0)
+
+
+def prune_epoch_checkpoints(exp_dir: Path, keep_last_k: int) -> list[Path]:
+    """Delete all but the newest ``keep_last_k`` epoch files (``<= 0``: keep all); returns the deleted."""
+    if keep_last_k <= 0:
+        return []
+    removed = [epoch_path(exp_dir, e) for e in saved_epochs(exp_dir)[:-keep_last_k]]
+    for path in removed:
+        path.unlink(missing_ok=True)
+        logger.info("removed %s (--keep-last-k %d)", path, keep_last_k)
+    return removed
+
+
+def state_dict_of(obj: Any) -> Any:
+    """``obj.state_dict()`` or None."""
+    return None if obj is None else obj.state_dict()
+
+
+def save_training_checkpoint(
+    path: Path,
+    model: nn.Module,
+    model_avg: nn.Module | None,
+    states: dict[str, Any],
+    params: dict[str, Any],
+) -> None:
+    """Write ``{model, model_avg, <optimizer/scheduler/scaler states>, sampler, **params}`` atomically.
+
+    ``model_avg`` is converted to float32 in place, as the reference does (later averaging runs in fp32).
+    """
+    ckpt: dict[str, Any] = {"model": model.state_dict(), "sampler": None}
+    if model_avg is not None:
+        model_avg.to(torch.float32)
+        ckpt["model_avg"] = model_avg.state_dict()
+    ckpt.update({key: state_dict_of(obj) for key, obj in states.items()})
+    ckpt.update(params)
+    ckpt["env_info"] = env_info()
+    save_atomic(ckpt, path)
+    logger.info("saved %s", path)
+
+
+def read_training_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a training checkpoint; files with non-tensor objects (reference runs) load as trusted."""
+    try:
+        return read_checkpoint(path, weights_only=True)
+    except pickle.UnpicklingError:
+        logger.warning("%s holds Python objects beyond tensors; loading it as a trusted file", path)
+        return read_checkpoint(path, weights_only=False)
+
+
+def load_training_checkpoint(
+    path: Path,
+    model: nn.Module,
+    model_avg: nn.Module | None,
+    states: dict[str, Any],
+) -> dict[str, Any]:
+    """Restore model (non-strict), model_avg (into its float64 copy) and states; returns the other entries."""
+    ckpt = read_training_checkpoint(path)
+    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    if missing or unexpected:
+        logger.warning("resume %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
+    if model_avg is not None and ckpt.get("model_avg") is not None:
+        dtype = next(model_avg.parameters()).dtype
+        model_avg.load_state_dict(ckpt["model_avg"], strict=False)
+        model_avg.to(dtype)
+    for key, obj in states.items():
+        if obj is not None and ckpt.get(key) is not None:
+            obj.load_state_dict(ckpt[key])
+    logger.info("resumed from %s (batch_idx_train=%s)", path, ckpt.get("batch_idx_train"))
+    return ckpt
+
+
+def averaged_state_dict(
+    exp_dir: Path, epoch: int, avg: int, use_averaged_model: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Average an experiment's checkpoints as ``save_averaged_model`` does (SPEC section 5.5).
+
+    With ``use_averaged_model``: the window average over epochs (epoch - avg, epoch] computed from the
+    running averages stored in ``epoch-{epoch-avg}.pt`` and ``epoch-{epoch}.pt``. Otherwise the ``model``
+    of ``epoch-{epoch}.pt`` (avg = 1) or the plain mean over the last ``avg`` epoch files.
+    Returns ``(state_dict, other entries of epoch-{epoch}.pt)``; raises ``ValueError`` for a bad window.
+    """
+    if avg < 1:
+        raise ValueError(f"--avg must be >= 1, got {avg}")
+    end = read_training_checkpoint(epoch_path(exp_dir, epoch))
+    info = {k: v for k, v in end.items() if k not in ("model", "model_avg")}
+    if use_averaged_model:
+        start_epoch = epoch - avg
+        if start_epoch < 1:
+            raise ValueError(f"--use-averaged-model needs epoch - avg >= 1, got {epoch} - {avg}")
+        start = read_training_checkpoint(epoch_path(exp_dir, start_epoch))
+        for ckpt, e in ((start, start_epoch), (end, epoch)):
+            if ckpt.get("model_avg") is None:
+                raise ValueError(f"{epoch_path(exp_dir, e)} has no model_avg (saved by a non-zero rank?)")
+        state = average_checkpoints_with_averaged_model(
+            start["model_avg"], end["model_avg"], int(start["batch_idx_train"]), int(end["batch_idx_train"])
+        )
+        return state, info
+    earlier = range(max(1, epoch - avg + 1), epoch)
+    models = [read_training_checkpoint(epoch_path(exp_dir, e))["model"] for e in earlier]
+    return average_state_dicts([*models, end["model"]]), info
+
+
+def averaged_model_name(epoch: int, avg: int, use_averaged_model: bool, load_gan: bool) -> str:
+    """``epoch-{E}-avg-{A}[-use-avg-model][-only-gen]`` (reference naming)."""
+    return (
+        f"epoch-{epoch}-avg-{avg}"
+        + ("-use-avg-model" if use_averaged_model else "")
+        + ("-only-gen" if load_gan else "")
+    )
+
+
+def checkpoint_generator_config(info: dict[str, Any], model_name: str | None) -> GeneratorConfig:
+    """``model_name`` when given (an override), else the config a training checkpoint stores.
+
+    Checkpoints without ``generator_config`` (older runs, the reference's) fall back to their
+    ``model_name`` entry; raises ``ValueError`` when neither is available.
+    """
+    if model_name is not None:
+        return get_generator_config(model_name)
+    if info.get("generator_config") is not None:
+        return config_from_dict(dict(info["generator_config"]))
+    if info.get("model_name"):
+        return get_generator_config(str(info["model_name"]))
+    raise ValueError("the checkpoint stores no generator config; pass --model-name")
+
+
+@dataclass(frozen=True)
+class AveragedGenerator:
+    """An experiment's averaged generator (eval mode), whether it came from a GAN run, and its N steps."""
+
+    generator: MelAudioGenerator
+    from_gan: bool
+    n_timesteps: int | None
+
+    def name(self, epoch: int, avg: int, use_averaged_model: bool) -> str:
+        """The reference file stem of its export (``epoch-E-avg-A[-use-avg-model][-only-gen]``)."""
+        return averaged_model_name(epoch, avg, use_averaged_model, self.from_gan)
+
+
+def load_experiment_generator(
+    exp_dir: Path,
+    epoch: int,
+    avg: int,
+    use_averaged_model: bool,
+    model_name: str | None = None,
+    load_gan: bool | None = None,
+    gan_name: str | None = None,
+) -> AveragedGenerator:
+    """Average an experiment's checkpoints and load them strictly into a generator.
+
+    ``model_name``, ``load_gan`` and ``gan_name`` default to what ``epoch-{epoch}.pt`` records (its
+    generator config; a stage-2 run holds the GAN wrapper, averaged whole, of which the generator is
+    returned, in eval mode).
+    """
+    state, info = averaged_state_dict(Path(exp_dir), epoch, avg, use_averaged_model)
+    config = checkpoint_generator_config(info, model_name)
+    if load_gan is None:
+        load_gan = any(k.startswith("discriminator.") for k in state)
+    generator = build_generator(config)
+    module: nn.Module = generator
+    if load_gan:
+        module = GAN.from_config(generator, gan_name or str(info.get("gan_name") or DEFAULT_GAN_NAME))
+    load_state_dict_checked(module, state, strict=True)
+    result = AveragedGenerator(generator.eval(), load_gan, info.get("n_timesteps") if load_gan else None)
+    logger.info("averaged %s of %s", result.name(epoch, avg, use_averaged_model), exp_dir)
+    return result
+
+
+def export_generator(generator: MelAudioGenerator, n_timesteps: int | None, path: Path) -> None:
+    """Write the deployable ``{"model", "generator_config"[, "n_timesteps"]}`` file atomically."""
+    ckpt: dict[str, Any] = {"model": generator.state_dict(), "generator_config": generator.config.to_dict()}
+    if n_timesteps is not None:
+        ckpt["n_timesteps"] = n_timesteps
+    save_atomic(ckpt, path)
+    logger.info("saved %s", path)
