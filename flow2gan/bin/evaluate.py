@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from flow2gan.audio import read_audio
-from flow2gan.bin.common import optional_str, str2bool
+from flow2gan.cli import optional_str, str2bool
 from flow2gan.eval.metrics import MetricsConfig, score_pair, visqol_available
 from flow2gan.eval.pitch import PITCH_KEYS
 

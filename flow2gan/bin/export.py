@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from flow2gan.bin.common import optional_str
+from flow2gan.cli import optional_str
 from flow2gan.export import export_sampler
 from flow2gan.pretrained import get_model, pretrained_info
 from flow2gan.sampling import resolve_n_timesteps

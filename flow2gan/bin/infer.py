@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from flow2gan.audio import save_audio
-from flow2gan.bin.common import optional_str, str2bool
+from flow2gan.cli import optional_str, str2bool
 from flow2gan.codec import EncodecTokenizer
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from flow2gan.audio import read_audio, resample, save_audio
-from flow2gan.bin.common import optional_str, str2bool
+from flow2gan.cli import optional_str, str2bool
 from flow2gan.codec import EncodecTokenizer
 from flow2gan.features import LOG_CLAMP
 from flow2gan.models.generator import MelAudioGenerator

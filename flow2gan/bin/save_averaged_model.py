@@ -12,7 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from flow2gan.bin.common import optional_str, str2bool
+from flow2gan.cli import optional_str, str2bool
 from flow2gan.training.experiment import export_generator, load_experiment_generator
 
 

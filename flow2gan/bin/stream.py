@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from flow2gan.audio import load_audio, save_audio
-from flow2gan.bin.common import optional_str, str2bool
+from flow2gan.cli import optional_str, str2bool
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.pretrained import get_model
 from flow2gan.runtime import tune_malloc

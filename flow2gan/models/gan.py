@@ -6,7 +6,7 @@ and ``mel_recon_modules.{k}.spectrogram.window`` / ``.mel_scale.fb``, as in the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -65,15 +65,25 @@ def get_gan_config(name: str) -> GANConfig:
 
 @dataclass(frozen=True)
 class GANLossScales:
-    """Weights of the discriminator and generator loss terms (reference CLI defaults)."""
+    """Weights of the discriminator and generator loss terms (reference CLI defaults; ``help``: flag text)."""
 
-    disc_loss_mp_scale: float = 1.0
-    disc_loss_mr_scale: float = 0.1
-    gen_loss_mp_scale: float = 1.0
-    gen_loss_mr_scale: float = 0.1
-    feat_map_loss_mp_scale: float = 1.0
-    feat_map_loss_mr_scale: float = 0.1
-    mel_recon_loss_scale: float = 45.0
+    disc_loss_mp_scale: float = field(
+        default=1.0, metadata={"help": "weight of the MPD hinge loss in loss_d"}
+    )
+    disc_loss_mr_scale: float = field(
+        default=0.1, metadata={"help": "weight of the MRD hinge loss in loss_d"}
+    )
+    gen_loss_mp_scale: float = field(default=1.0, metadata={"help": "weight of the MPD adversarial loss"})
+    gen_loss_mr_scale: float = field(default=0.1, metadata={"help": "weight of the MRD adversarial loss"})
+    feat_map_loss_mp_scale: float = field(
+        default=1.0, metadata={"help": "weight of the MPD feature-matching loss"}
+    )
+    feat_map_loss_mr_scale: float = field(
+        default=0.1, metadata={"help": "weight of the MRD feature-matching loss"}
+    )
+    mel_recon_loss_scale: float = field(
+        default=45.0, metadata={"help": "weight of the multi-scale log-mel L1 loss in loss_g"}
+    )
 
 
 def discriminator_loss(scores_real: list[Tensor], scores_fake: list[Tensor]) -> Tensor:

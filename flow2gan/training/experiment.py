@@ -30,6 +30,7 @@ from flow2gan.training.averaging import average_checkpoints_with_averaged_model,
 logger = logging.getLogger(__name__)
 
 EPOCH_FILE = re.compile(r"^epoch-(\d+)\.pt$")
+DEFAULT_MODEL_NAME = "mel_24k_base"
 DEFAULT_GAN_NAME = "gan_multi_scale_mel_recon"
 
 
@@ -172,15 +173,15 @@ def checkpoint_generator_config(info: dict[str, Any], model_name: str | None) ->
     """``model_name`` when given (an override), else the config a training checkpoint stores.
 
     Checkpoints without ``generator_config`` (older runs, the reference's) fall back to their
-    ``model_name`` entry; raises ``ValueError`` when neither is available.
+    ``model_name`` entry, then to the reference default ``mel_24k_base``.
     """
     if model_name is not None:
         return get_generator_config(model_name)
     if info.get("generator_config") is not None:
         return config_from_dict(dict(info["generator_config"]))
-    if info.get("model_name"):
-        return get_generator_config(str(info["model_name"]))
-    raise ValueError("the checkpoint stores no generator config; pass --model-name")
+    fallback = str(info.get("model_name") or DEFAULT_MODEL_NAME)
+    logger.info("the checkpoint stores no generator config; using %s", fallback)
+    return get_generator_config(fallback)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from flow2gan.checkpoint import load_checkpoint
 from flow2gan.config import get_generator_config
 from flow2gan.features import LogMelSpectrogram
-from flow2gan.models.gan import GAN, GANLossScales
+from flow2gan.models.gan import GAN
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training.condition import load_tokenizer, make_generator
@@ -168,16 +168,7 @@ class GANStage:
         if initialise_generator and gan_opts.generator_model_path:
             load_checkpoint(gan_opts.generator_model_path, self.generator, strict=False)
             logger.info("generator initialised from %s", gan_opts.generator_model_path)
-        scales = GANLossScales(
-            disc_loss_mp_scale=gan_opts.disc_loss_mp_scale,
-            disc_loss_mr_scale=gan_opts.disc_loss_mr_scale,
-            gen_loss_mp_scale=gan_opts.gen_loss_mp_scale,
-            gen_loss_mr_scale=gan_opts.gen_loss_mr_scale,
-            feat_map_loss_mp_scale=gan_opts.feat_map_loss_mp_scale,
-            feat_map_loss_mr_scale=gan_opts.feat_map_loss_mr_scale,
-            mel_recon_loss_scale=gan_opts.mel_recon_loss_scale,
-        )
-        self.module = GAN.from_config(self.generator, gan_opts.gan_name, loss_scales=scales)
+        self.module = GAN.from_config(self.generator, gan_opts.gan_name, loss_scales=gan_opts.loss_scales)
         self.gan_name = gan_opts.gan_name
         self.n_timesteps = gan_opts.n_timesteps
         self.gen_start_batch_idx = gan_opts.gen_start_batch_idx

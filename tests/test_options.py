@@ -1,0 +1,98 @@
+"""Training options: flags generated from the option dataclasses keep the reference names and defaults."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from flow2gan.bin import save_averaged_model
+from flow2gan.models.gan import GANLossScales
+from flow2gan.training.options import (
+    common_options,
+    finetune_parser,
+    flow_matching_options,
+    gan_options,
+    pretrain_parser,
+)
+
+DATA = ["--train-recordings", "a.jsonl.gz,b.jsonl.gz", "--valid-recordings", "v.jsonl.gz"]
+COMMON = {
+    "world_size": 1,
+    "master_port": 12354,
+    "tensorboard": True,
+    "start_epoch": 1,
+    "seed": 42,
+    "print_diagnostics": False,
+    "inf_check": False,
+    "save_every_n": 1,
+    "average_period": 200,
+    "use_fp16": False,
+    "train_dls_weights": None,
+    "test_recordings": None,
+    "max_load_times": 3,
+    "duration": 1.5,
+    "train_num_workers": 4,
+    "valid_num_workers": 1,
+    "model_name": "mel_24k_base",
+}
+
+
+def test_pretrain_reference_defaults():
+    args = pretrain_parser().parse_args(DATA)
+    opts, fm = common_options(args), flow_matching_options(args)
+    assert {k: getattr(opts, k) for k in COMMON} == COMMON
+    assert (opts.num_epochs, opts.exp_dir, opts.batch_size) == (200, Path("./exp-pretrain"), 256)
+    assert opts.train_recordings == ("a.jsonl.gz", "b.jsonl.gz") and opts.valid_recordings == ("v.jsonl.gz",)
+    assert (fm.base_lr, fm.lr_batches, fm.save_infer_steps) == (0.035, 7500.0, (2, 4, 8))
+    assert opts.dtype == "fp32"
+
+
+def test_finetune_reference_defaults_and_loss_scales():
+    args = finetune_parser().parse_args(DATA)
+    opts, gan = common_options(args), gan_options(args)
+    assert {k: getattr(opts, k) for k in COMMON} == COMMON
+    assert (opts.num_epochs, opts.exp_dir, opts.batch_size) == (20, Path("./exp-finetune"), 64)
+    assert (gan.generator_model_path, gan.base_lr_gen, gan.base_lr_disc) == (None, 0.002, 0.02)
+    assert (gan.lr_batches_gen, gan.lr_batches_disc, gan.gan_name) == (
+        20000,
+        5000,
+        "gan_multi_scale_mel_recon",
+    )
+    assert (gan.n_timesteps, gan.gen_start_batch_idx) == (1, 1000)
+    assert gan.loss_scales == GANLossScales()
+    scaled = gan_options(
+        finetune_parser().parse_args([*DATA, "--mel-recon-loss-scale", "30", "--n-timesteps", "4"])
+    )
+    assert scaled.loss_scales.mel_recon_loss_scale == 30.0 and scaled.n_timesteps == 4
+
+
+def test_reference_value_spellings():
+    args = pretrain_parser().parse_args(
+        [*DATA, "--use-fp16", "true", "--tensorboard", "no", "--train-dls-weights", "1,3"]
+        + ["--test-recordings", "None", "--save-infer-steps", "4", "--master", "1234"]
+    )
+    opts = common_options(args)
+    assert (opts.use_fp16, opts.dtype, opts.tensorboard, opts.master_port) == (True, "fp16", False, 1234)
+    assert opts.train_dls_weights == (1.0, 3.0) and opts.test_recordings is None
+    assert flow_matching_options(args).save_infer_steps == (4,)
+    assert common_options(pretrain_parser().parse_args([*DATA, "--dtype", "bf16"])).dtype == "bf16"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-epochs", "0"], "--num-epochs must be >= 1"),
+        (["--resume", "yes"], "--resume takes 'auto'"),
+    ],
+)
+def test_invalid_values_exit_with_the_flag_name(flags, message):
+    with pytest.raises(SystemExit, match=message):
+        common_options(pretrain_parser().parse_args([*DATA, *flags]))
+
+
+@pytest.mark.parametrize("make", [pretrain_parser, finetune_parser, save_averaged_model.parser])
+def test_every_flag_has_help_without_spec_references(make):
+    parser: argparse.ArgumentParser = make()
+    for action in parser._actions:
+        assert action.help, action.option_strings
+    assert "SPEC" not in parser.format_help() and "§" not in parser.format_help()
