@@ -81,6 +81,15 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return values
 
 
+def all_gather_object(obj: object, ctx: DistContext) -> list[object]:
+    """Every rank's ``obj``, in rank order (``[obj]`` without DDP)."""
+    if not ctx.distributed:
+        return [obj]
+    gathered: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def launch(worker: Callable[..., None], world_size: int, *args: object) -> None:
     """Run ``worker(rank, world_size, *args)``: under torchrun, in-process, or spawned N times."""
     if launched_by_torchrun():

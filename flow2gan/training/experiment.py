@@ -30,6 +30,7 @@ from flow2gan.training.averaging import average_checkpoints_with_averaged_model,
 logger = logging.getLogger(__name__)
 
 EPOCH_FILE = re.compile(r"^epoch-(\d+)\.pt$")
+MID_EPOCH_FILE = re.compile(r"^epoch-(\d+)-batch-(\d+)\.pt$")
 DEFAULT_MODEL_NAME = "mel_24k_base"
 DEFAULT_GAN_NAME = "gan_multi_scale_mel_recon"
 
@@ -60,11 +61,45 @@ def latest_epoch(exp_dir: Path) -> int:
     return max(saved_epochs(exp_dir), default=0)
 
 
-def prune_epoch_checkpoints(exp_dir: Path, keep_last_k: int) -> list[Path]:
-    """Delete all but the newest ``keep_last_k`` epoch files (``<= 0``: keep all); returns the deleted."""
+def mid_epoch_path(exp_dir: Path, epoch: int, batches_done: int) -> Path:
+    """``exp_dir/epoch-{epoch}-batch-{batches_done}.pt``: saved after that many batches of the epoch."""
+    return Path(exp_dir) / f"epoch-{epoch}-batch-{batches_done}.pt"
+
+
+def saved_mid_epoch(exp_dir: Path) -> list[tuple[int, int]]:
+    """Sorted ``(epoch, batches_done)`` of the complete mid-epoch checkpoints in ``exp_dir``."""
+    names = (MID_EPOCH_FILE.match(p.name) for p in Path(exp_dir).glob("epoch-*-batch-*.pt"))
+    return sorted((int(m.group(1)), int(m.group(2))) for m in names if m)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a run continues: ``epoch`` after ``batches_done`` of its batches, from ``path`` (None: fresh)."""
+
+    path: Path | None
+    epoch: int
+    batches_done: int = 0
+
+
+def resume_candidates(exp_dir: Path) -> list[ResumePoint]:
+    """Every checkpoint of ``exp_dir``, newest first: ``epoch-{e}.pt`` continues at epoch e + 1, batch 0.
+
+    Temporary files of interrupted writes never match the checkpoint names.
+    """
+    points = [ResumePoint(epoch_path(exp_dir, e), e + 1) for e in saved_epochs(exp_dir)]
+    points += [ResumePoint(mid_epoch_path(exp_dir, e, k), e, k) for e, k in saved_mid_epoch(exp_dir)]
+    return sorted(points, key=lambda p: (p.epoch, p.batches_done), reverse=True)
+
+
+def prune_checkpoints(exp_dir: Path, keep_last_k: int) -> list[Path]:
+    """Keep the newest ``keep_last_k`` epoch files and, apart, the newest ``keep_last_k`` mid-epoch files.
+
+    ``keep_last_k <= 0`` keeps all. Returns the deleted paths.
+    """
     if keep_last_k <= 0:
         return []
     removed = [epoch_path(exp_dir, e) for e in saved_epochs(exp_dir)[:-keep_last_k]]
+    removed += [mid_epoch_path(exp_dir, e, k) for e, k in saved_mid_epoch(exp_dir)[:-keep_last_k]]
     for path in removed:
         path.unlink(missing_ok=True)
         logger.info("removed %s (--keep-last-k %d)", path, keep_last_k)
@@ -82,14 +117,17 @@ def save_training_checkpoint(
     model_avg: nn.Module | None,
     states: dict[str, Any],
     params: dict[str, Any],
+    avg_to_float32: bool = True,
 ) -> None:
     """Write ``{model, model_avg, <optimizer/scheduler/scaler states>, sampler, **params}`` atomically.
 
-    ``model_avg`` is converted to float32 in place, as the reference does (later averaging runs in fp32).
+    With ``avg_to_float32`` (epoch files) ``model_avg`` is converted to float32 in place, as the
+    reference does (later averaging runs in fp32); mid-epoch files store it as it is.
     """
     ckpt: dict[str, Any] = {"model": model.state_dict(), "sampler": None}
     if model_avg is not None:
-        model_avg.to(torch.float32)
+        if avg_to_float32:
+            model_avg.to(torch.float32)
         ckpt["model_avg"] = model_avg.state_dict()
     ckpt.update({key: state_dict_of(obj) for key, obj in states.items()})
     ckpt.update(params)
@@ -107,14 +145,14 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
         return read_checkpoint(path, weights_only=False)
 
 
-def load_training_checkpoint(
+def restore_training_state(
+    ckpt: dict[str, Any],
     path: Path,
     model: nn.Module,
     model_avg: nn.Module | None,
     states: dict[str, Any],
-) -> dict[str, Any]:
-    """Restore model (non-strict), model_avg (into its float64 copy) and states; returns the other entries."""
-    ckpt = read_training_checkpoint(path)
+) -> None:
+    """Restore model (non-strict), model_avg (into its float64 copy) and states from a read checkpoint."""
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if missing or unexpected:
         logger.warning("resume %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
@@ -126,7 +164,6 @@ def load_training_checkpoint(
         if obj is not None and ckpt.get(key) is not None:
             obj.load_state_dict(ckpt[key])
     logger.info("resumed from %s (batch_idx_train=%s)", path, ckpt.get("batch_idx_train"))
-    return ckpt
 
 
 def averaged_state_dict(

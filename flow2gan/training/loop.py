@@ -10,13 +10,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.amp import GradScaler
@@ -27,10 +25,13 @@ from flow2gan.training import distributed
 from flow2gan.training.averaging import make_averaged_copy, update_averaged_model
 from flow2gan.training.data import make_test_batch, make_train_loaders, make_valid_loaders, set_loader_epoch
 from flow2gan.training.experiment import (
+    ResumePoint,
     epoch_path,
-    latest_epoch,
-    load_training_checkpoint,
-    prune_epoch_checkpoints,
+    mid_epoch_path,
+    prune_checkpoints,
+    read_training_checkpoint,
+    restore_training_state,
+    resume_candidates,
     save_training_checkpoint,
 )
 from flow2gan.training.guards import GradScaleNurse, check_finite, save_bad_model_on_failure
@@ -43,19 +44,13 @@ from flow2gan.training.monitor import (
 )
 from flow2gan.training.options import TrainOptions
 from flow2gan.training.progress import TrainingProgress
+from flow2gan.training.seeding import fix_random_seed, restore_rng_state, rng_state
 from flow2gan.training.stages import Stage, StageLosses, autocast_context, build_condition
 
 logger = logging.getLogger(__name__)
 
 StageFactory = Callable[[bool], Stage]  # argument: whether this is a fresh start (start epoch 1)
 DIAGNOSTIC_BATCHES = 5
-
-
-def fix_random_seed(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def setup_logging(exp_dir: Path, rank: int, world_size: int) -> None:
@@ -82,23 +77,14 @@ class Trainer:
     def __init__(self, opts: TrainOptions, ctx: distributed.DistContext, make_stage: StageFactory) -> None:
         self.opts = opts
         self.ctx = ctx
-        start_epoch = opts.start_epoch
-        if opts.resume == "auto":
-            start_epoch = latest_epoch(opts.exp_dir) + 1
-        self.start_epoch = start_epoch
         fix_random_seed(opts.seed)
-        self.stage = make_stage(start_epoch == 1)
+        candidates = self.resume_candidates()
+        self.stage = make_stage(not candidates)
         self.model_avg = make_averaged_copy(self.stage.module) if ctx.is_main else None
         self.batch_idx_train = -1
-        if start_epoch > 1:
-            path = epoch_path(opts.exp_dir, start_epoch - 1)
-            if not path.is_file():
-                raise FileNotFoundError(f"cannot resume at epoch {start_epoch}: {path} does not exist")
-            ckpt = load_training_checkpoint(path, self.stage.module, self.model_avg, self.stage.states())
-            self.batch_idx_train = int(ckpt["batch_idx_train"])
-            self.scaler_state = ckpt.get("grad_scaler")
-        else:
-            self.scaler_state = None
+        self.scaler_state = None
+        self.mid_epoch_state: dict | None = None
+        self.start_epoch = self.resume(candidates).epoch
         self.stage.module.to(ctx.device)
         self.model: nn.Module = self.stage.module
         if ctx.distributed:
@@ -122,6 +108,42 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(opts.exp_dir / "tensorboard"))
+
+    def resume_candidates(self) -> list[ResumePoint]:
+        """Checkpoints to continue from, best first: ``--resume auto`` (newest complete one, epoch-end or
+        mid-epoch) or ``--start-epoch e`` (``epoch-{e-1}.pt``, which must exist); empty for a fresh run."""
+        opts = self.opts
+        if opts.resume == "auto":
+            return resume_candidates(opts.exp_dir)
+        if opts.start_epoch > 1:
+            path = epoch_path(opts.exp_dir, opts.start_epoch - 1)
+            if not path.is_file():
+                raise FileNotFoundError(f"cannot resume at epoch {opts.start_epoch}: {path} does not exist")
+            return [ResumePoint(path, opts.start_epoch)]
+        return []
+
+    def resume(self, candidates: list[ResumePoint]) -> ResumePoint:
+        """Load the first readable candidate (``--resume auto`` skips unreadable files with a warning)."""
+        for point in candidates:
+            try:
+                ckpt = read_training_checkpoint(point.path)
+            except Exception as exc:  # truncated or foreign files fail in many ways
+                if self.opts.resume != "auto":
+                    raise
+                logger.warning("skipping unreadable checkpoint %s: %s", point.path, exc)
+                continue
+            restore_training_state(ckpt, point.path, self.stage.module, self.model_avg, self.stage.states())
+            self.batch_idx_train = int(ckpt["batch_idx_train"])
+            self.scaler_state = ckpt.get("grad_scaler")
+            if point.batches_done:
+                self.mid_epoch_state = ckpt["mid_epoch"]
+                self.stage.resume_mid_epoch(ckpt)
+                if self.model_avg is not None:  # continue averaging in the dtype it had when saved
+                    self.model_avg.to(getattr(torch, self.mid_epoch_state["model_avg_dtype"]))
+            return point
+        if candidates:
+            raise RuntimeError(f"no readable checkpoint in {self.opts.exp_dir}")
+        return ResumePoint(None, 1)
 
     def build_data(self) -> None:
         """Training mixer, validation loaders and the TensorBoard test batch."""
@@ -177,9 +199,11 @@ class Trainer:
     def train_one_epoch(self, epoch: int) -> bool:
         """One pass over the mixed training loaders; False when diagnostics stopped it early."""
         totals: dict[str, MetricTotals] = {}
-        first_b = self.batch_idx_train
-        for loader_index, (audio, lens, names) in self.progress.epoch(
-            epoch, self.train_data, self.train_data.expected_batches()
+        batches = iter(self.train_data)
+        skipped, first_b = self.fast_forward(batches) if self.mid_epoch_state else (0, self.batch_idx_train)
+        total = self.train_data.expected_batches()
+        for done, (loader_index, (audio, lens, names)) in enumerate(
+            self.progress.epoch(epoch, batches, total, skipped), start=skipped + 1
         ):
             if audio.shape[0] == 0:
                 continue
@@ -203,7 +227,23 @@ class Trainer:
                 self.log_train(epoch, b, key, out.metrics, totals[key])
             if b % self.opts.valid_interval == 0:
                 self.validate(b)
+            if self.opts.save_every_n_batches and (b + 1) % self.opts.save_every_n_batches == 0:
+                self.save_mid_epoch(epoch, done, first_b)
         return True
+
+    def fast_forward(self, batches: Iterator) -> tuple[int, int]:
+        """Mid-epoch resume: replay the data position, then restore this rank's RNG states.
+
+        The batches already trained are loaded again and dropped, so that the sampler order, the loader
+        draws and the data workers' RNGs advance exactly as in the interrupted run (the epoch's seeds are
+        the same); returns (batches done in the epoch, ``batch_idx_train`` before the epoch).
+        """
+        state, self.mid_epoch_state = self.mid_epoch_state, None
+        for _ in range(state["batches_done"]):
+            next(batches)
+        restore_rng_state(state["rng"][self.ctx.rank])
+        logger.info("resumed epoch at batch %d of the epoch", state["batches_done"])
+        return state["batches_done"], state["epoch_start_batch_idx"]
 
     def log_due(self, b: int) -> bool:
         """Every ``--log-interval`` batches (both batches of a D/G pair in stage 2)."""
@@ -294,7 +334,31 @@ class Trainer:
             states,
             self.checkpoint_params(epoch),
         )
-        prune_epoch_checkpoints(self.opts.exp_dir, self.opts.keep_last_k)
+        prune_checkpoints(self.opts.exp_dir, self.opts.keep_last_k)
+
+    def save_mid_epoch(self, epoch: int, batches_done: int, epoch_start_batch_idx: int) -> None:
+        """``epoch-{epoch}-batch-{batches_done}.pt`` with everything an exact resume needs.
+
+        Beyond an epoch checkpoint: every rank's RNG states (gathered to rank 0), the data position
+        (batches done in the epoch) and the stage's running state (the D/G phase).
+        """
+        rng = distributed.all_gather_object(rng_state(), self.ctx)
+        if not self.ctx.is_main:
+            return
+        params = {
+            **self.checkpoint_params(epoch),
+            "mid_epoch": {
+                "batches_done": batches_done,
+                "epoch_start_batch_idx": epoch_start_batch_idx,
+                "rng": rng,
+                "model_avg_dtype": str(next(self.model_avg.parameters()).dtype).removeprefix("torch."),
+            },
+        }
+        states = {**self.stage.states(), "grad_scaler": self.scaler}
+        path = mid_epoch_path(self.opts.exp_dir, epoch, batches_done)
+        module, avg = self.stage.module, self.model_avg
+        save_training_checkpoint(path, module, avg, states, params, avg_to_float32=False)
+        prune_checkpoints(self.opts.exp_dir, self.opts.keep_last_k)
 
     def save_bad_model(self) -> None:
         """``bad-model-{rank}.pt`` after a failed batch (model average only on rank 0)."""

@@ -35,14 +35,21 @@ class TrainOptions:
     tensorboard: bool = _opt(True, "write TensorBoard logs to exp-dir/tensorboard")
     num_epochs: int = _opt(200, "number of epochs to train (the last one included)", min=1)
     start_epoch: int = _opt(1, "resume from exp-dir/epoch-{start-epoch - 1}.pt when > 1")
-    resume: str | None = _opt(None, "'auto': continue after the newest epoch-*.pt in exp-dir")
+    resume: str | None = _opt(
+        None, "'auto': continue from the newest complete checkpoint in exp-dir (epoch-end or mid-epoch)"
+    )
     exp_dir: Path = _opt(Path("./exp-pretrain"), "experiment directory: checkpoints, logs, TensorBoard")
     seed: int = _opt(42, "random seed (re-seeded per epoch as seed + epoch - 1)")
     print_diagnostics: bool = _opt(False, "collect module/gradient statistics for 5 batches, print, exit")
     inf_check: bool = _opt(False, "warn naming the first module with non-finite outputs or gradients")
     save_every_n: int = _opt(1, "save a checkpoint every n epochs (and after the last)", min=1)
     keep_last_k: int = _opt(
-        21, "keep the newest k epoch-*.pt files (21: enough for save_averaged_model --avg 20; 0: all)"
+        21,
+        "keep the newest k epoch-*.pt files, and apart the newest k mid-epoch ones (21: enough for "
+        "save_averaged_model --avg 20; 0: all)",
+    )
+    save_every_n_batches: int = _opt(
+        0, "also save epoch-{e}-batch-{k}.pt every n batches for an exact mid-epoch resume (0: off)"
     )
     average_period: int = _opt(200, "update the running model average every n batches", min=1)
     use_fp16: bool = _opt(False, "fp16 autocast with a gradient scaler")

@@ -73,14 +73,20 @@ class TrainingProgress:
         elapsed = time.monotonic() - self.start_time
         return elapsed / done * (self.num_epochs - self.start_epoch + 1 - done)
 
-    def epoch(self, epoch: int, batches: Iterable[T], total: int) -> Iterator[T]:
-        """Yield from ``batches`` while reporting ``done/total`` batches and ETAs of epoch ``epoch``."""
+    def epoch(self, epoch: int, batches: Iterable[T], total: int, done: int = 0) -> Iterator[T]:
+        """Yield from ``batches`` while reporting ``done/total`` batches and ETAs of epoch ``epoch``.
+
+        ``done``: batches of the epoch already trained before (a mid-epoch resume).
+        """
         if not self.enabled:
             yield from batches
             return
         desc = f"epoch {epoch}/{self.num_epochs}"
         if self.bars:
-            with tqdm(total=total, desc=desc, unit="batch", file=self.stream, position=1, leave=False) as bar:
+            bar = tqdm(
+                total=total, initial=done, desc=desc, unit="batch", file=self.stream, position=1, leave=False
+            )
+            with bar:
                 for item in batches:
                     yield item
                     bar.update(1)
@@ -88,14 +94,14 @@ class TrainingProgress:
             self.overall.update(1)
             return
         start = last_time = time.monotonic()
-        done = last_done = 0
+        first = last_done = done
         step = max(1, total // 10)
         for item in batches:
             yield item
             done += 1
             now = time.monotonic()
             if done - last_done >= step or now - last_time >= self.log_every_s:
-                rate = done / max(now - start, 1e-9)
+                rate = (done - first) / max(now - start, 1e-9)
                 logger.info(
                     "%s: %d/%d batches (%.0f%%), %.3g batch/s, epoch ETA %s; overall ETA %s",
                     desc,
@@ -111,7 +117,7 @@ class TrainingProgress:
         logger.info(
             "%s done: %d batches in %s; overall %d/%d epochs, ETA %s",
             desc,
-            done,
+            done - first,
             format_duration(time.monotonic() - start),
             self.epochs_done,
             self.num_epochs - self.start_epoch + 1,

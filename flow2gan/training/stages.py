@@ -93,6 +93,9 @@ class Stage(Protocol):
     def checkpoint_params(self) -> dict[str, Any]:
         """Stage-specific values stored at the top level of checkpoints."""
 
+    def resume_mid_epoch(self, ckpt: dict[str, Any]) -> None:
+        """Restore the running state ``checkpoint_params`` saved, for a mid-epoch resume."""
+
 
 def build_mel(generator: MelAudioGenerator) -> LogMelSpectrogram:
     """The conditioning front-end matching a generator config."""
@@ -154,6 +157,9 @@ class FlowMatchingStage:
     def checkpoint_params(self) -> dict[str, Any]:
         """Nothing beyond the common options."""
         return {}
+
+    def resume_mid_epoch(self, ckpt: dict[str, Any]) -> None:
+        """Nothing to restore."""
 
 
 class GANStage:
@@ -227,8 +233,12 @@ class GANStage:
         return {f"step_{n}": self.generator.infer(mel, audio_lens=lens, n_timesteps=n, clamp_pred=True)}
 
     def checkpoint_params(self) -> dict[str, Any]:
-        """The D/G flag (stored, but a resumed run starts with a D batch, as the reference's does)."""
+        """The D/G flag (an epoch-end resume starts with a D batch, as the reference's), N, GAN config."""
         return {"train_disc": self.train_disc, "n_timesteps": self.n_timesteps, "gan_name": self.gan_name}
+
+    def resume_mid_epoch(self, ckpt: dict[str, Any]) -> None:
+        """Continue the D/G alternation where it stopped."""
+        self.train_disc = bool(ckpt["train_disc"])
 
 
 def autocast_context(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
