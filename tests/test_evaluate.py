@@ -139,6 +139,7 @@ def test_resize_track_is_linear_in_log_pitch() -> None:
     torch.testing.assert_close(periodicity[0, 1], torch.tensor(0.5))
 
 
+@pytest.mark.slow
 def test_crepe_pitch_protocol(pitch_pair: tuple[PitchTrack, PitchTrack]) -> None:
     clean, noisy = pitch_pair
     assert PitchConfig().crepe_hop == 170 and PitchConfig().crepe_pad == 427
@@ -254,6 +255,7 @@ def test_cli_reports_missing_predictions(
     assert "pesq" in printed and "2/3" in printed and "gone.wav" in printed
 
 
+@pytest.mark.slow
 def test_cli_entry_point_scans_pred_dir(tmp_path: Path, speech: np.ndarray) -> None:
     """``python -m flow2gan.bin.evaluate`` with 2 worker processes; no list = every WAV under pred."""
     gt, pred = _make_dirs(tmp_path, speech)

@@ -38,6 +38,7 @@ def test_export_friendly_stft_and_istft_match_torch(n_fft):
     assert out.shape == ref.shape and (out - ref).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [1, 2, 4])
 def test_onnx_export_matches_eager_with_dynamic_axes(model, tmp_path, n):
     path = export_sampler(model, n, tmp_path / f"s{n}.onnx")
@@ -55,6 +56,7 @@ def test_onnx_export_matches_eager_with_dynamic_axes(model, tmp_path, n):
         vocoder.infer(np.zeros((1, 80, 10), dtype=np.float32))
 
 
+@pytest.mark.slow
 def test_torchscript_export_and_cli(model, tmp_path):
     out = tmp_path / "s2.pt"
     assert (
@@ -81,6 +83,7 @@ def test_torchscript_export_and_cli(model, tmp_path):
         assert (scripted(mel, noise) - ref).abs().max() <= 1e-5
 
 
+@pytest.mark.slow
 def test_onnx_runtime_needs_no_torch(model, tmp_path):
     path = export_sampler(model, 1, tmp_path / "s1.onnx")
     code = (

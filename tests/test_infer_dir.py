@@ -212,6 +212,7 @@ def test_same_input_and_output_dir_rejected(tmp_path, capsys):
     assert "must differ" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_entry_point(input_dir, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

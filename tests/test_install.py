@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import PARITY, REPO
 
 # Importing any of these from the inference path would break `pip install flow2gan` (no extras).
@@ -29,6 +30,7 @@ def run_without_extras(code: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_inference_api_and_infer_dir_need_no_extras(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()

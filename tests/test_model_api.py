@@ -117,6 +117,7 @@ def make_hub_cache(root: Path, filename: str) -> None:
     (snapshot / filename).write_bytes(TINY_CKPT.read_bytes())
 
 
+@pytest.mark.slow
 def test_get_model_from_hf_cache_offline(tmp_path):
     make_hub_cache(tmp_path, "libritts-mel-2-step.pt")
     code = (

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 from conftest import REPO
 from lhotse import RecordingSet
@@ -37,6 +38,7 @@ def run_script(script: str, *args: str, env: dict | None = None) -> subprocess.C
     )
 
 
+@pytest.mark.slow
 def test_run_libritts_data_preparation(tmp_path):
     root = tmp_path / "LibriTTS"
     make_fake_libritts(root)
@@ -86,6 +88,7 @@ MINI_SHORT = [
 ]
 
 
+@pytest.mark.slow
 def test_mini_recipe_end_to_end(tmp_path):
     out = tmp_path / "mini"
     result = run_script("recipes/mini/run.sh", "--out", str(out), *MINI_SHORT)

@@ -132,6 +132,7 @@ def train_args(shar: Path, exp: Path, epochs: int, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_pretrain_on_shar_resumes_exactly(data, tmp_path):
     assert pretrain.main(train_args(data["s3"], tmp_path / "full", 2)) == 0
     assert pretrain.main(train_args(data["s3"], tmp_path / "split", 1)) == 0

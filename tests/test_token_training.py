@@ -30,6 +30,7 @@ def args_for(manifest, exp_dir, epochs, codec_dir, *extra):
     ]
 
 
+@pytest.mark.slow
 def test_pretrain_finetune_and_get_model(manifest, codec_dir, tmp_path):
     pre, ft = tmp_path / "pre", tmp_path / "ft"
     assert pretrain.main(args_for(manifest, pre, 1, codec_dir, "--average-period", "1")) == 0

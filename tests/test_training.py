@@ -67,6 +67,7 @@ def logged_losses(exp_dir: Path) -> dict[int, float]:
     return {int(b): float(v) for b, v in re.findall(r"batch (\d+), 0: current loss=([0-9.e+-]+)", text)}
 
 
+@pytest.mark.slow
 def test_pretrain_overfits_one_utterance(manifests, tmp_path):
     exp = tmp_path / "exp"
     args = common_args(manifests["one"], manifests["one"], exp, 100, "--batch-size", "1")
@@ -84,6 +85,7 @@ def test_pretrain_overfits_one_utterance(manifests, tmp_path):
     assert (exp / "epoch-50.pt").is_file() and not (exp / "epoch-49.pt").exists()
 
 
+@pytest.mark.slow
 def test_resume_reproduces_uninterrupted_run(manifests, tmp_path):
     def run(exp: Path, epochs: int, *extra: str) -> None:
         args = common_args(manifests["all"], manifests["all"], exp, epochs, "--batch-size", "2")
@@ -110,6 +112,7 @@ def test_resume_needs_previous_checkpoint(manifests, tmp_path):
         pretrain.main(args)
 
 
+@pytest.mark.slow
 def test_save_averaged_model_loads_with_get_model(manifests, tmp_path):
     exp = tmp_path / "exp"
     args = common_args(
@@ -148,6 +151,7 @@ def test_diagnostics_runs_five_batches(manifests, tmp_path):
     assert not list(tmp_path.glob("epoch-*.pt"))
 
 
+@pytest.mark.slow
 def test_finetune_alternation_checkpoints_and_export(manifests, tmp_path):
     pre = tmp_path / "pre"
     assert pretrain.main(common_args(manifests["all"], manifests["all"], pre, 1, "--batch-size", "2")) == 0
@@ -244,6 +248,7 @@ def test_infer_manifest_with_checkpoint(manifests, tmp_path, monkeypatch):
     assert not (tmp_path / "exp-finetune").exists()  # rejected arguments leave no log folder behind
 
 
+@pytest.mark.slow
 def test_fp16_with_inf_check(manifests, tmp_path):
     args = common_args(manifests["all"], manifests["all"], tmp_path, 1, "--batch-size", "2")
     assert pretrain.main([*args, "--use-fp16", "true", "--inf-check", "true"]) == 0

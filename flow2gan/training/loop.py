@@ -110,8 +110,11 @@ class Trainer:
             self.writer = SummaryWriter(log_dir=str(opts.exp_dir / "tensorboard"))
 
     def resume_candidates(self) -> list[ResumePoint]:
-        """Checkpoints to continue from, best first: ``--resume auto`` (newest complete one, epoch-end or
-        mid-epoch) or ``--start-epoch e`` (``epoch-{e-1}.pt``, which must exist); empty for a fresh run."""
+        """Checkpoints to continue from, best first (empty for a fresh run).
+
+        ``--resume auto``: every complete checkpoint, newest first (epoch-end or mid-epoch);
+        ``--start-epoch e``: ``epoch-{e-1}.pt``, which must exist (``FileNotFoundError``).
+        """
         opts = self.opts
         if opts.resume == "auto":
             return resume_candidates(opts.exp_dir)
