@@ -25,6 +25,7 @@ from torch.amp import GradScaler
 from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings, write_shar
 from flow2gan.runtime import tune_malloc
 from flow2gan.training.data import make_train_loaders, set_loader_epoch
+from flow2gan.training.loop import update
 from flow2gan.training.options import common_options, flow_matching_options, pretrain_parser
 from flow2gan.training.stages import FlowMatchingStage, build_mel
 
@@ -91,7 +92,7 @@ def main() -> None:
     times = []
     for b in range(args.steps + 1):
         wall, cpu = time.perf_counter(), time.process_time()
-        stage.train_step(stage.module, mel_fn(audio), audio, lens, b, scaler)
+        update(stage, scaler, stage.losses(stage.module, mel_fn(audio), audio, lens, b), b)
         times.append((time.perf_counter() - wall, time.process_time() - cpu))
     wall = sum(t[0] for t in times[1:]) / args.steps
     cpu = sum(t[1] for t in times[1:]) / args.steps

@@ -33,7 +33,7 @@ from flow2gan.training.options import (
     gan_options,
     pretrain_parser,
 )
-from flow2gan.training.stages import FlowMatchingStage, GANStage, autocast_context
+from flow2gan.training.stages import FlowMatchingStage, GANStage
 
 STAGES = ("pretrain", "finetune")
 
@@ -69,9 +69,7 @@ def build_trainer(
 
 def train_batch(trainer: Trainer, audio: torch.Tensor, lens: torch.Tensor, batch_idx: int) -> None:
     """One optimisation step on a batch, as ``Trainer.train_one_epoch`` does it."""
-    with autocast_context(trainer.ctx.device, trainer.opts.dtype):
-        mel = trainer.mel(audio)
-        trainer.stage.train_step(trainer.model, mel, audio, lens, batch_idx, trainer.scaler)
+    trainer.train_step(audio, lens, batch_idx)
 
 
 def peak_memory_mb(device: torch.device) -> float:

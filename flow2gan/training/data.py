@@ -295,13 +295,15 @@ class WeightedLoaderMixer:
         self.weights = check_loader_weights(weights, len(loaders))
 
     def __iter__(self) -> Iterator[tuple[int, Batch]]:
-        """Yield ``(loader_index, batch)`` until the drawn loader runs out."""
-        iterators: list[Iterator[Batch] | None] = [None] * len(self.loaders)
+        """Yield ``(loader_index, batch)`` until the drawn loader runs out.
+
+        Every loader's iterator (sampler order, per-item seeds) is made up front, from the RNG state of
+        the epoch's start, so that a mid-epoch resume can replay the epoch's data exactly.
+        """
+        iterators = [iter(loader) for loader in self.loaders]
         indices = range(len(self.loaders))
         while True:
             index = random.choices(indices, weights=self.weights)[0]
-            if iterators[index] is None:
-                iterators[index] = iter(self.loaders[index])
             try:
                 batch = next(iterators[index])
             except StopIteration:

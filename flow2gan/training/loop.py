@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.amp import GradScaler
 from torch.nn.parallel import DistributedDataParallel
 
@@ -109,6 +109,8 @@ class Trainer:
 
             self.writer = SummaryWriter(log_dir=str(opts.exp_dir / "tensorboard"))
 
+        self.progress = TrainingProgress(self.start_epoch, opts.num_epochs, enabled=ctx.is_main)
+
     def resume_candidates(self) -> list[ResumePoint]:
         """Checkpoints to continue from, best first (empty for a fresh run).
 
@@ -182,7 +184,6 @@ class Trainer:
     def run(self) -> None:
         """All epochs from the start epoch; checkpoints at epoch ends."""
         self.build_data()
-        self.progress = TrainingProgress(self.start_epoch, self.opts.num_epochs, enabled=self.ctx.is_main)
         for epoch in range(self.start_epoch, self.opts.num_epochs + 1):
             fix_random_seed(self.opts.seed + epoch - 1)
             set_loader_epoch(self.train_data.loaders, epoch)
@@ -214,10 +215,7 @@ class Trainer:
             b = self.batch_idx_train
             audio, lens = audio.to(self.ctx.device), lens.to(self.ctx.device)
             with save_bad_model_on_failure(self.save_bad_model, f"batch {b} (epoch {epoch}) on {names}"):
-                with autocast_context(self.ctx.device, self.opts.dtype):
-                    out = self.stage.losses(self.model, self.mel(audio), audio, lens, b)
-                check_finite(out.loss, f"{out.optimizer} loss".lstrip())
-                self.optimizer_step(out, b)
+                out = self.train_step(audio, lens, b)
             key = f"{out.optimizer}_{loader_index}" if out.optimizer else str(loader_index)
             totals.setdefault(key, MetricTotals()).add(out.metrics, audio.shape[0])
             if self.diagnostics is not None and self.diagnostics.batches(1) == DIAGNOSTIC_BATCHES:
@@ -253,15 +251,12 @@ class Trainer:
         phase = b % self.opts.log_interval
         return phase == 0 or (self.stage.paired_steps and phase == 1)
 
-    def optimizer_step(self, out: StageLosses, batch_idx_train: int) -> None:
-        """Backward of the scaled loss and one update of the optimizer the loss belongs to (with its LR)."""
-        slot = self.stage.optimizers[out.optimizer]
-        slot.optimizer.zero_grad()
-        self.scaler.scale(out.loss).backward()
-        slot.before_update(batch_idx_train)
-        self.scaler.step(slot.optimizer)
-        self.scaler.update()
-        slot.after_update()
+    def train_step(self, audio: Tensor, lens: Tensor, batch_idx_train: int) -> StageLosses:
+        """One training batch: condition and losses under autocast, then :func:`update`."""
+        with autocast_context(self.ctx.device, self.opts.dtype):
+            out = self.stage.losses(self.model, self.mel(audio), audio, lens, batch_idx_train)
+        update(self.stage, self.scaler, out, batch_idx_train)
+        return out
 
     def log_train(self, epoch: int, b: int, key: str, current: dict, totals: MetricTotals) -> None:
         """Text log and TensorBoard scalars (current batch, epoch totals, learning rates, grad scale)."""
@@ -369,6 +364,21 @@ class Trainer:
         states = {**self.stage.states(), "grad_scaler": self.scaler}
         save_training_checkpoint(path, self.stage.module, self.model_avg, states, self.checkpoint_params(-1))
         logger.error("saved %s", path)
+
+
+def update(stage: Stage, scaler: GradScaler, out: StageLosses, batch_idx_train: int) -> None:
+    """Backward of the scaled loss and one update of the optimizer the loss belongs to (with its LR).
+
+    Raises ``NonFiniteLossError`` for a NaN/inf loss before any gradient is computed.
+    """
+    check_finite(out.loss, f"{out.optimizer} loss".lstrip())
+    slot = stage.optimizers[out.optimizer]
+    slot.optimizer.zero_grad()
+    scaler.scale(out.loss).backward()
+    slot.before_update(batch_idx_train)
+    scaler.step(slot.optimizer)
+    scaler.update()
+    slot.after_update()
 
 
 def train_worker(rank: int, world_size: int, opts: TrainOptions, make_stage: StageFactory) -> None:
