@@ -131,6 +131,7 @@ def test_mini_recipe_end_to_end(tmp_path):
         assert scores[system]["mr_stft"] < scores["untrained"]["mr_stft"] - 0.1, scores
 
 
+@pytest.mark.slow
 def test_ljspeech_recipe_offline_data_preparation(tmp_path):
     out = tmp_path / "lj"
     lj = REPO.parent / "shared" / "data" / "ljspeech-32"

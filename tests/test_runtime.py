@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import PARITY, REPO
 
 CODE = f"""
@@ -19,6 +20,7 @@ print(applied, (out - ref["out_4"]).abs().max().item())
 """
 
 
+@pytest.mark.slow
 def test_tune_malloc_keeps_outputs():
     results = {}
     for mode in ("default", "tuned"):

@@ -98,6 +98,7 @@ def test_chunked_equals_offline(checkpoint):
     torch.testing.assert_close(chunked, full, rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_export_takes_codes(checkpoint, tmp_path):
     import numpy as np
 
