@@ -67,11 +67,6 @@ def build_trainer(
     return Trainer(opts, distributed.setup(0, 1, opts.master_port, opts.device), make_stage)
 
 
-def train_batch(trainer: Trainer, audio: torch.Tensor, lens: torch.Tensor, batch_idx: int) -> None:
-    """One optimisation step on a batch, as ``Trainer.train_one_epoch`` does it."""
-    trainer.train_step(audio, lens, batch_idx)
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """CUDA peak allocation since the last reset, or this process's peak RSS (Linux: KiB)."""
     if device.type == "cuda":
@@ -105,7 +100,7 @@ def measure(
     for b in range(warmup + steps):
         sync()
         start = time.perf_counter()
-        train_batch(trainer, audio, lens, b)
+        trainer.train_step(audio, lens, b)
         sync()
         if b >= warmup:
             times.append(time.perf_counter() - start)

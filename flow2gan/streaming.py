@@ -34,9 +34,12 @@ NOISE_BLOCK_SAMPLES = 16384
 
 
 def _block_seed(seed: int, index: int) -> int:
-    """Seed of noise block ``index`` of stream ``seed``: 63 bits of BLAKE2b of ``"seed:index"``."""
-    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+    """Seed of noise block ``index`` of stream ``seed``: a 32-bit BLAKE2b hash of ``"seed:index"``.
+
+    32 bits because torch's CPU generator keeps only the low 32 bits of a seed (so ``seed + index``
+    would make the blocks of neighbouring seeds coincide).
+    """
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=4).digest(), "little")
 
 
 def stream_noise(
