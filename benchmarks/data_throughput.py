@@ -23,11 +23,12 @@ import torch
 from torch.amp import GradScaler
 
 from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings, write_shar
+from flow2gan.features import mel_frontend
 from flow2gan.runtime import tune_malloc
 from flow2gan.training.data import make_train_loaders, set_loader_epoch
 from flow2gan.training.loop import update
 from flow2gan.training.options import common_options, flow_matching_options, pretrain_parser
-from flow2gan.training.stages import FlowMatchingStage, build_mel
+from flow2gan.training.stages import FlowMatchingStage
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,7 +87,7 @@ def main() -> None:
     step_batch = args.step_batch_size or args.batch_size
     audio = audio[:step_batch].repeat(-(-step_batch // audio.shape[0]), 1)[:step_batch]
     lens = lens[:step_batch].repeat(-(-step_batch // lens.shape[0]))[:step_batch]
-    mel_fn = build_mel(stage.generator)
+    mel_fn = mel_frontend(stage.generator.config)
     scaler = GradScaler("cpu", enabled=False)
     stage.module.train()
     times = []

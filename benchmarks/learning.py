@@ -42,12 +42,11 @@ from tqdm import tqdm
 
 from flow2gan.audio import load_audio, peak_normalize
 from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings
-from flow2gan.checkpoint import save_atomic
 from flow2gan.codec import EncodecTokenizer
 from flow2gan.config import get_generator_config
 from flow2gan.eval.metrics import MetricsConfig, score_pair
 from flow2gan.eval.pitch import PitchConfig, PitchTrack, extract_pitch, pitch_metrics
-from flow2gan.features import LogMelSpectrogram
+from flow2gan.features import LogMelSpectrogram, mel_frontend
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training import distributed
@@ -63,6 +62,7 @@ from flow2gan.training.options import (
     pretrain_parser,
 )
 from flow2gan.training.stages import FlowMatchingStage, GANStage
+from flow2gan.weights import save_atomic
 
 logger = logging.getLogger("learning")
 
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     budget2 = args.minutes * 60 - budget1
 
     config = get_generator_config(args.model_name)
-    mel = LogMelSpectrogram(config.sampling_rate, config.mel_n_fft, config.mel_hop_length, config.n_mels)
+    mel = mel_frontend(config)
     torch.manual_seed(0)
     untrained = make_generator(config, args.codec)
     codec = load_tokenizer(args.codec) if args.codec else None

@@ -21,8 +21,8 @@ import torch
 from flow2gan import get_model
 from flow2gan.audio import load_audio
 from flow2gan.eval.metrics import pesq_wb, to_16k_padded
+from flow2gan.features import mel_frontend
 from flow2gan.models.generator import MelAudioGenerator
-from flow2gan.training.stages import build_mel
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--wav-dir", type=Path, default=REPO / "test_data" / "wav")
     args = parser.parse_args()
     model, cfg = get_model(args.model_name, checkpoint=args.checkpoint, device=args.device)
-    mel_fn = build_mel(model).to(args.device)
+    mel_fn = mel_frontend(model.config).to(args.device)
     rows = []
     for path in sorted(args.wav_dir.glob("*.wav")):
         audio = load_audio(path, cfg.sampling_rate).to(args.device)

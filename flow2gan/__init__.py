@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load_checkpoint": "flow2gan.checkpoint",
+    "load_checkpoint": "flow2gan.weights",
     "CONFIGS": "flow2gan.config",
     "GeneratorConfig": "flow2gan.config",
     "get_generator_config": "flow2gan.config",

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,8 @@ import soundfile as sf
 import soxr
 import torch
 from torch import Tensor
+
+from flow2gan.weights import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a sound file as float32 (T, C) plus its rate; ``ValueError`` naming the file on failure."""
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise ValueError(f"cannot read audio file {path}: empty file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
@@ -36,32 +39,50 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return data, sr
 
 
-def load_audio(path: str | Path, target_sr: int | None = None) -> Tensor:
-    """Load a file as a mono float32 tensor (T,), channel mean, resampled to ``target_sr`` if given."""
-    data, sr = read_audio(path)
+def to_model_rate(data: np.ndarray, sr: int, target_sr: int | None) -> tuple[Tensor, str]:
+    """(T, C) audio at ``sr`` -> mono float32 (T',) at ``target_sr`` (channel mean, soxr), plus a note.
+
+    The note says what was done ("resampled from 16000 Hz and downmixed from 2 channels"), or is "".
+    """
     mono = data.mean(axis=1, dtype=np.float32)
+    done = []
     if target_sr is not None and sr != target_sr:
-        logger.debug("resampling %s from %d Hz to %d Hz", path, sr, target_sr)
         mono = resample(mono, sr, target_sr)
-    return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+        done.append(f"resampled from {sr} Hz to {target_sr} Hz")
+    if data.shape[1] > 1:
+        done.append(f"downmixed from {data.shape[1]} channels")
+    return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32)), " and ".join(done)
+
+
+def load_audio(path: str | Path, target_sr: int | None = None) -> Tensor:
+    """Load a file as a mono float32 tensor (T,), channel mean, resampled to ``target_sr`` if given.
+
+    Raises ``ValueError`` naming the file when it cannot be read, is empty or holds NaN/inf samples.
+    """
+    data, sr = read_audio(path)
+    mono, note = to_model_rate(data, sr, target_sr)
+    if note:
+        logger.debug("%s: %s", path, note)
+    return mono
 
 
 def save_audio(
     path: str | Path, audio: Tensor | np.ndarray, sampling_rate: int, subtype: str = "PCM_16"
 ) -> None:
-    """Write (T,) audio atomically (temp file in the same folder, then rename); parents are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write (T,) audio as WAV atomically (:func:`flow2gan.weights.atomic_write`); parents are created."""
     if isinstance(audio, Tensor):
         audio = audio.detach().cpu().float().numpy()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, np.asarray(audio, dtype=np.float32), sampling_rate, subtype=subtype, format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    samples = np.asarray(audio, dtype=np.float32)
+    atomic_write(path, lambda tmp: sf.write(tmp, samples, sampling_rate, subtype=subtype, format="WAV"))
+
+
+def pad_batch(rows: Sequence[Tensor], fill: float = 0.0) -> tuple[Tensor, list[int]]:
+    """Stack tensors (..., T_i) into (B, ..., max T_i) padded with ``fill``; returns it and the T_i."""
+    lengths = [row.shape[-1] for row in rows]
+    out = torch.full((len(rows), *rows[0].shape[:-1], max(lengths)), fill, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, ..., : lengths[i]] = row
+    return out, lengths
 
 
 def peak_normalize(audio: Tensor, gain_db: float) -> Tensor:

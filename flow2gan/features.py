@@ -12,6 +12,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from flow2gan.config import GeneratorConfig
+
 LOG_CLAMP = 1e-7
 
 
@@ -158,3 +160,11 @@ class LinearFilterSpectrogram(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, T) -> (B, n_filters, 1 + T // hop)."""
         return apply_filterbank(self.spectrogram(x), self.fb)
+
+
+def mel_frontend(config: GeneratorConfig) -> LogMelSpectrogram:
+    """The log-mel front-end a generator config is conditioned on (SPEC 3.1): (B, T) -> (B, n_mels, F).
+
+    ``LogMelSpectrogram(sampling_rate, mel_n_fft, mel_hop_length, n_mels)``, centred, power 1.
+    """
+    return LogMelSpectrogram(config.sampling_rate, config.mel_n_fft, config.mel_hop_length, config.n_mels)

@@ -1,4 +1,4 @@
-"""Process-level settings that make CPU inference and training faster without changing any number."""
+"""Process-level settings: the default device, the logging set-up, and a faster CPU allocator."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ctypes.util
 import logging
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -61,3 +62,24 @@ def set_training_threads(processes_per_machine: int) -> int:
     threads = max(1, usable_cores() // max(1, processes_per_machine))
     torch.set_num_threads(threads)
     return threads
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is available, else ``cpu`` (every tool's default ``--device``)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def setup_logging(verbose: bool = False, log_file: str | Path | None = None) -> None:
+    """Root logging in the one project format: INFO (DEBUG with ``verbose``) to stderr, plus ``log_file``.
+
+    The stderr set-up is left alone when the process already configured logging (a caller, pytest).
+    """
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        logging.getLogger().addHandler(handler)

@@ -192,7 +192,7 @@ def euler_sample(
     """Euler integration on the grid k / N from the start x (B, T) -> (B, T) (SPEC 1.2).
 
     ``transforms`` (one ``analyze``/``synthesize`` pair per branch) replace torch.stft/istft, e.g.
-    the graph-export versions of :mod:`flow2gan.export`. Differentiable when gradients are enabled.
+    the graph-export versions of :mod:`flow2gan.deploy`. Differentiable when gradients are enabled.
     """
     ts = torch.linspace(0, 1, n_timesteps + 1, device=x.device, dtype=x.dtype)
     dt = ts[1] - ts[0]

@@ -8,20 +8,22 @@ from pathlib import Path
 import torch
 
 from flow2gan.audio import load_audio, read_audio
-from flow2gan.features import LogMelSpectrogram
+from flow2gan.config import get_generator_config
+from flow2gan.features import mel_frontend
 
 HERE = Path(__file__).resolve().parent
 
-# (wav dir, mel dir, sampling rate, n_fft, hop, n_mels) — the two released front-ends.
+# (wav dir, mel dir, config) — the two released front-ends.
 FRONT_ENDS = (
-    ("wav", "mel", 24000, 1024, 256, 100),
-    ("wav_44k", "mel_44k_128band_512x", 44100, 2048, 512, 128),
+    ("wav", "mel", "mel_24k_base"),
+    ("wav_44k", "mel_44k_128band_512x", "mel_44k_128band_512x_base"),
 )
 
 
-def write_mels(wav_dir: Path, mel_dir: Path, sr: int, n_fft: int, hop: int, n_mels: int) -> list[Path]:
+def write_mels(wav_dir: Path, mel_dir: Path, model_name: str) -> list[Path]:
     """Save the log-mel (1, n_mels, 1 + T // hop) float32 of each ``*.wav`` in ``wav_dir`` (channel mean)."""
-    mel_fn = LogMelSpectrogram(sr, n_fft, hop, n_mels)
+    mel_fn = mel_frontend(get_generator_config(model_name))
+    sr = mel_fn.sampling_rate
     mel_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for wav in sorted(wav_dir.glob("*.wav")):
@@ -40,5 +42,5 @@ def write_mels(wav_dir: Path, mel_dir: Path, sr: int, n_fft: int, hop: int, n_me
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    for wav_name, mel_name, sr, n_fft, hop, n_mels in FRONT_ENDS:
-        write_mels(HERE / wav_name, HERE / mel_name, sr, n_fft, hop, n_mels)
+    for wav_name, mel_name, model_name in FRONT_ENDS:
+        write_mels(HERE / wav_name, HERE / mel_name, model_name)

@@ -10,7 +10,7 @@ from conftest import PARITY, REPO
 
 from flow2gan import get_model
 from flow2gan.bin import export as export_cli
-from flow2gan.export import ConvSTFT, ExportableSampler, MatmulISTFT, export_sampler
+from flow2gan.deploy import ConvSTFT, ExportableSampler, MatmulISTFT, export_sampler
 from flow2gan.features import complex_stft
 from flow2gan.onnx import OnnxVocoder
 

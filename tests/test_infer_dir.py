@@ -1,12 +1,12 @@
 """``python -m flow2gan.bin.infer_dir``: good and bad inputs, resume, overwrite, batching, chunking."""
 
-import argparse
 import logging
 import os
 import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,9 @@ import torch
 from conftest import PARITY, REPO
 
 from flow2gan.audio import load_audio
-from flow2gan.bin.infer_dir import DirVocoder, Job, Summary, build_parser, load_model, main
+from flow2gan.bin.common import load_model
+from flow2gan.bin.infer_dir import build_parser, main
+from flow2gan.vocode import DirVocoder, Job, Summary, VocodeOptions
 
 MODEL_ARGS = [
     "--checkpoint",
@@ -83,10 +85,6 @@ def run(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, tuple[int, int,
     return code, counts(capsys.readouterr().out)
 
 
-def replace_args(args: argparse.Namespace, **changes: object) -> argparse.Namespace:
-    return argparse.Namespace(**{**vars(args), **changes})
-
-
 def read_pcm(path: Path) -> np.ndarray:
     return sf.read(path, dtype="int16")[0]
 
@@ -107,7 +105,9 @@ def test_good_bad_resume_overwrite(input_dir, tmp_path, capsys, caplog):
     for name in BAD:
         assert name in errors
     assert "too short" in errors and "NaN" in errors and "n_mels=100" in errors and "dict" in errors
-    assert sum("resampling input audio from 16000 Hz" in r.getMessage() for r in caplog.records) == 1
+    assert sum("input audio resampled from 16000 Hz" in r.getMessage() for r in caplog.records) == 1
+    assert sum("input audio downmixed from 2 channels" in r.getMessage() for r in caplog.records) == 1
+    assert "empty file" in errors
 
     first = {name: read_pcm(out / name) for name in lengths}
     assert np.abs(first["a24.wav"]).max() > 100  # real signal, not silence
@@ -166,9 +166,10 @@ def test_chunked_matches_unchunked(input_dir, tmp_path, capsys):
         assert np.mean(a != b) < 0.01
     # Before 16-bit rounding the two paths agree to 1e-5.
     args = build_parser().parse_args([*MODEL_ARGS, *common, "--output-dir", str(plain), "--chunk-size", "7"])
-    model = load_model(build_parser(), args)
-    chunked_vocoder = DirVocoder(model, args, Summary())
-    plain_vocoder = DirVocoder(model, replace_args(args, chunk_size=-1), Summary())
+    model, n_timesteps = load_model(build_parser(), args)
+    options = VocodeOptions(n_timesteps=n_timesteps, chunk_size=args.chunk_size, seed=args.seed)
+    chunked_vocoder = DirVocoder(model, options, Summary())
+    plain_vocoder = DirVocoder(model, replace(options, chunk_size=-1), Summary())
     for name in ["a24.wav", "m.pt"]:
         item = plain_vocoder.load(Job(input_dir / name, Path(name), plain / name))
         with torch.inference_mode():

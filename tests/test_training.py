@@ -243,8 +243,13 @@ def test_infer_manifest_with_checkpoint(manifests, tmp_path, monkeypatch):
     assert sorted(p.name for p in out.glob("*.wav")) == sorted(p.name for p in WAVS.glob("*.wav"))
     assert list((tmp_path / "log").glob("log-infer-*"))
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="load-gan"):
-        infer.main([*flags[:4], "--test-recordings", str(manifests["all"]), "--output-dir", str(out)])
+    # --checkpoint needs no --load-gan false; absolute source paths are not mirrored without --root-path.
+    flat = tmp_path / "flat"
+    rest = ["--test-recordings", str(manifests["all"]), "--num-workers", "0", "--exp-dir", str(tmp_path)]
+    assert infer.main([*flags[:4], *rest, "--output-dir", str(flat)]) == 0
+    assert sorted(p.relative_to(flat).as_posix() for p in flat.rglob("*.wav")) == sorted(
+        p.name for p in WAVS.glob("*.wav")
+    )
     assert not (tmp_path / "exp-finetune").exists()  # rejected arguments leave no log folder behind
 
 

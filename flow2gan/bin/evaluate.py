@@ -28,6 +28,7 @@ from flow2gan.audio import read_audio
 from flow2gan.cli import optional_str, str2bool
 from flow2gan.eval.metrics import MetricsConfig, score_pair, visqol_available
 from flow2gan.eval.pitch import PITCH_KEYS
+from flow2gan.runtime import default_device, setup_logging
 
 logger = logging.getLogger("flow2gan.evaluate")
 
@@ -154,7 +155,7 @@ def fsd_for(scored: list[dict[str, Any]], args: argparse.Namespace, device: str)
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation CLI; returns the process exit code (0 = every pair scored)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if not args.pred_wav_dir.is_dir():
         logger.error("prediction directory not found: %s", args.pred_wav_dir)
         return 2
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("%s", problem)
             return 2
     names = list_pairs(args.pred_wav_dir, args.wav_list_file)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(default_device())
     use_visqol = args.use_visqol and visqol_available()
     if args.use_visqol and not use_visqol:
         logger.warning("ViSQOL requested but no Python binding is importable; skipping it")

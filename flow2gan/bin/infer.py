@@ -1,12 +1,13 @@
-"""Manifest-driven inference (``python -m flow2gan.bin.infer``, reference flags, SPEC §6.4).
+"""Vocode every recording of a manifest (the reference's manifest-driven inference tool).
 
-Vocodes every recording of ``--test-recordings`` (whole files, mono, resampled to the model rate) in
-un-shuffled padded batches: log-mel of the padded batch -> ``infer(mel, audio_lens, N, clamp)`` -> outputs
-trimmed to each length, written as 16-bit WAV under ``output_dir/<path relative to --root-path>``.
-The generator comes from ``--checkpoint`` / ``--hf-model-name`` or from averaging an experiment's
-checkpoints (``--epoch/--avg/--use-averaged-model/--exp-dir``, ``--load-gan`` for stage-2 runs).
-Silent files (RMS < 0.005) are skipped, as in the reference. A token model (``encodec_24k_*``) gets the
-EnCodec codes of the padded batch at ``--bandwidth`` from ``--codec`` instead of the log-mel.
+Whole files of --test-recordings (a lhotse RecordingSet JSONL.gz), downmixed and resampled to the
+model rate, in un-shuffled padded batches: condition of the padded batch -> N-step sampler -> outputs
+cut to each length, written as 16-bit WAVs under --output-dir (a file's path relative to --root-path,
+or its own relative path, or the bare file name for an absolute path). Silent files (RMS < 0.005) are
+skipped, as in the reference. The generator is --checkpoint / --hf-model-name, or else the average of
+an experiment's checkpoints (--exp-dir, --epoch, --avg, --use-averaged-model, --load-gan), written to
+<exp-dir>/wav-epoch-E-avg-A[-use-avg-model]-pred-step-N. A token model (encodec_24k_*) gets the
+EnCodec codes of the padded batch at --bandwidth from --codec. Log: <exp-dir>/log/log-infer-<time>.
 """
 
 from __future__ import annotations
@@ -16,78 +17,68 @@ import logging
 import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
-from flow2gan.audio import save_audio
+from flow2gan.bin.common import add_model_options, load_model, prog_name
 from flow2gan.cli import optional_str, str2bool
 from flow2gan.codec import EncodecTokenizer
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end
-from flow2gan.pretrained import get_model, pretrained_info
-from flow2gan.runtime import tune_malloc
+from flow2gan.runtime import default_device, setup_logging, tune_malloc
 from flow2gan.sampling import resolve_n_timesteps
-from flow2gan.training.data import make_test_loader
-from flow2gan.training.experiment import averaged_model_name, load_experiment_generator
+from flow2gan.vocode import vocode_manifest
 
 logger = logging.getLogger(__name__)
 
 
 def parser() -> argparse.ArgumentParser:
-    """Reference flags and defaults, plus ``--device`` and ``--seed``."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Reference flags and defaults, plus ``--device``, ``--seed``, ``--codec`` and ``--bandwidth``."""
+    p = argparse.ArgumentParser(
+        prog=prog_name("flow2gan.bin.infer"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_options(p)
     add = p.add_argument
-    add("--epoch", type=int, default=20)
-    add("--avg", type=int, default=1)
-    add("--use-averaged-model", type=str2bool, default=True)
-    add("--exp-dir", type=Path, default=Path("./exp-finetune"))
-    add("--checkpoint", type=optional_str, default=None, help="a deployable {'model': ...} file")
-    add("--hf-model-name", type=optional_str, default=None, help="a released model name")
-    add("--output-dir", type=optional_str, default=None, help="required with --checkpoint/--hf-model-name")
-    add("--load-gan", type=str2bool, default=True, help="experiment checkpoints hold the GAN wrapper")
     add(
-        "--model-name",
+        "--test-recordings",
+        type=str,
+        default="",
+        help="recordings to vocode: a lhotse RecordingSet JSONL(.gz)",
+    )
+    add("--output-dir", type=optional_str, default=None, help="required with --checkpoint/--hf-model-name")
+    add(
+        "--root-path",
         type=optional_str,
         default=None,
-        help="generator config name or JSON path (default: the config stored in the checkpoint)",
+        help="outputs mirror source paths relative to this folder",
     )
-    add("--gan-name", type=str, default="gan_multi_scale_mel_recon")
-    add("--n-timesteps", type=int, default=1)
-    add("--root-path", type=optional_str, default=None, help="outputs mirror source paths relative to it")
-    add("--test-recordings", type=str, default="", help="RecordingSet manifest (JSONL.gz)")
-    add("--batch-size", type=int, default=64)
-    add("--num-workers", type=int, default=8)
-    add("--device", type=optional_str, default=None, help="default: cuda when available")
-    add("--seed", type=int, default=None, help="fix the noise (the reference draws it unseeded)")
+    add("--exp-dir", type=Path, default=Path("./exp-finetune"), help="experiment folder (checkpoints, log/)")
+    add("--epoch", type=int, default=20, help="experiment mode: last epoch of the average")
+    add("--avg", type=int, default=1, help="experiment mode: number of epochs averaged")
+    add(
+        "--use-averaged-model",
+        type=str2bool,
+        default=True,
+        help="experiment mode: average the running model averages stored in the epoch files",
+    )
+    add(
+        "--load-gan",
+        type=str2bool,
+        default=True,
+        help="experiment mode: the epoch files hold the GAN wrapper (stage 2); ignored with --checkpoint",
+    )
+    add("--gan-name", type=str, default="gan_multi_scale_mel_recon", help="experiment mode: the GAN config")
+    add("--batch-size", type=int, default=64, help="recordings per padded batch")
+    add("--num-workers", type=int, default=8, help="audio-loading worker processes (0: in the main process)")
+    add("--seed", type=int, default=None, help="fix the start noise (the reference draws it unseeded)")
     add("--codec", type=optional_str, default=None, help="token models: EnCodec hub name or local folder")
     add("--bandwidth", type=float, default=6.0, help="token models: EnCodec bandwidth in kbps")
     return p
 
 
-def check_args(args: argparse.Namespace) -> None:
-    """Reject inconsistent flags (``SystemExit``) before anything is written."""
-    if not args.test_recordings:
-        raise SystemExit("--test-recordings is required")
-    if args.checkpoint or args.hf_model_name:
-        if args.load_gan:
-            raise SystemExit(
-                "--checkpoint/--hf-model-name need --load-gan False (they hold a bare generator)"
-            )
-        if not args.output_dir:
-            raise SystemExit("--output-dir is required with --checkpoint/--hf-model-name")
-        if args.hf_model_name and not args.checkpoint:
-            released = pretrained_info(args.hf_model_name).n_timesteps
-            try:
-                resolve_n_timesteps(args.n_timesteps, released, "error", args.hf_model_name)
-            except ValueError as exc:
-                raise SystemExit(str(exc)) from exc
+def experiment_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, int, Path]:
+    """The averaged generator of an experiment, its step count and its output folder (reference naming)."""
+    from flow2gan.training.experiment import averaged_model_name, load_experiment_generator
 
-
-def load_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, Path]:
-    """The generator to run and the output directory, following the reference's rules."""
-    if args.checkpoint or args.hf_model_name:
-        model, _ = get_model(args.model_name, args.hf_model_name, args.checkpoint)
-        return model, Path(args.output_dir)
     averaged = load_experiment_generator(
         args.exp_dir,
         args.epoch,
@@ -97,58 +88,45 @@ def load_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, Path]:
         args.load_gan,
         args.gan_name,
     )
+    model, trained_for = averaged.generator, averaged.n_timesteps
+    n = resolve_n_timesteps(args.n_timesteps, trained_for, "warn", f"epoch {args.epoch} of {args.exp_dir}")
     name = averaged_model_name(args.epoch, args.avg, args.use_averaged_model, load_gan=False)
-    return averaged.generator, args.exp_dir / f"wav-{name}-pred-step-{args.n_timesteps}"
-
-
-def output_path(output_dir: Path, source: str, root: str | None) -> Path:
-    """``output_dir / <source relative to root>`` (the source path verbatim without a root)."""
-    rel = Path(source).relative_to(root) if root else Path(source.lstrip("/"))
-    return output_dir / rel.with_suffix(".wav")
+    return model.to(args.device or default_device()), n, args.exp_dir / f"wav-{name}-pred-step-{n}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Vocode the manifest; returns 0."""
-    args = parser().parse_args(argv)
-    check_args(args)
+    """Vocode the manifest; returns 0 (usage errors exit with 2)."""
+    p = parser()
+    args = p.parse_args(argv)
+    if not args.test_recordings:
+        p.error("--test-recordings is required")
+    if (args.checkpoint or args.hf_model_name) and not args.output_dir:
+        p.error("--output-dir is required with --checkpoint/--hf-model-name")
+    setup_logging(log_file=args.exp_dir / "log" / f"log-infer-{time.strftime('%Y-%m-%d-%H-%M-%S')}")
     tune_malloc()
-    log_dir = args.exp_dir / "log"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        handlers=[
-            logging.FileHandler(log_dir / f"log-infer-{time.strftime('%Y-%m-%d-%H-%M-%S')}"),
-            logging.StreamHandler(),
-        ],
-    )
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, output_dir = load_generator(args)
-    model.to(device).eval()
-    codec = EncodecTokenizer(args.codec) if args.codec else None
+    if args.checkpoint or args.hf_model_name:
+        model, n_timesteps = load_model(p, args)
+        output_dir = Path(args.output_dir)
+    else:
+        model, n_timesteps, output_dir = experiment_generator(args)
+    device = next(model.parameters()).device
     try:
+        codec = EncodecTokenizer(args.codec) if args.codec else None
         cond_fn = audio_front_end(model, codec, args.bandwidth).to(device)
     except ValueError as exc:
-        raise SystemExit(str(exc)) from exc
-    sr = model.config.sampling_rate
-    loader = make_test_loader(args.test_recordings, sr, args.batch_size, args.num_workers)
-    generator = torch.Generator(device).manual_seed(args.seed) if args.seed is not None else None
-    written = 0
-    with torch.inference_mode():
-        for audio, lens, names in tqdm(loader, desc="batches", unit="batch"):
-            if audio.shape[0] == 0:
-                continue
-            audio, lens = audio.to(device), lens.to(device)
-            wav = model.infer(
-                cond_fn(audio),
-                audio_lens=lens,
-                n_timesteps=args.n_timesteps,
-                clamp_pred=True,
-                generator=generator,
-            )
-            for row, (name, length) in enumerate(zip(names, lens.tolist(), strict=True)):
-                save_audio(output_path(output_dir, name, args.root_path), wav[row, :length], sr)
-                written += 1
+        p.error(str(exc))
+    written = vocode_manifest(
+        model,
+        cond_fn,
+        args.test_recordings,
+        output_dir,
+        root_path=args.root_path,
+        n_timesteps=n_timesteps,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        seed=args.seed,
+        device=device,
+    )
     logger.info("wrote %d files to %s", written, output_dir)
     return 0
 

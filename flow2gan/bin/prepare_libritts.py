@@ -1,4 +1,4 @@
-"""LibriTTS data preparation (stage -1 of ``run_libritts.sh``, SPEC §7.1).
+"""LibriTTS data preparation (stage -1 of ``run_libritts.sh``).
 
 Writes, under ``--manifest-dir``: ``recordings_{part}.jsonl.gz`` for every part found, the merged and
 shuffled ``recordings_train-all-shuf.jsonl.gz`` / ``recordings_valid.jsonl.gz`` and
@@ -18,6 +18,7 @@ from pathlib import Path
 from lhotse import RecordingSet
 
 from flow2gan.bin.prepare_manifests import scan_recordings
+from flow2gan.runtime import setup_logging
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wav-list-dir", type=Path, default=Path("data/wav_list/libritts"))
     parser.add_argument("--seed", type=int, default=42, help="shuffling and the 10-file test subset")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging()
     root = args.root_dir
     parts = [p for p in (*TRAIN_PARTS, *VALID_PARTS, *TEST_PARTS) if (root / p).is_dir()]
     if not root.is_dir() or not parts:

@@ -23,6 +23,8 @@ from lhotse import CutSet, Recording, RecordingSet
 from lhotse.utils import fastcopy
 from tqdm import tqdm
 
+from flow2gan.runtime import setup_logging
+
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus")
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None and args.shar_dir is None:
         parser.error("give --out and/or --shar-dir")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging()
     if not args.wav_dir.is_dir():
         logger.error("--wav-dir %s is not a directory", args.wav_dir)
         return 1

@@ -1,4 +1,4 @@
-"""Alias of :mod:`flow2gan.bin.pretrain` (the reference's ``train`` script)."""
+"""Alias of :mod:`flow2gan.bin.pretrain` (the reference's ``train`` script; see :mod:`flow2gan.compat`)."""
 
 from flow2gan.bin.pretrain import main
 

@@ -150,7 +150,7 @@ class BranchEstimator(nn.Module):
         """(B, T) -> (B, T); the last ``T mod hop`` samples are zeros.
 
         ``transform`` (with ``analyze``/``synthesize`` like this module's) replaces torch.stft/istft,
-        e.g. by the export-friendly versions of :mod:`flow2gan.export`.
+        e.g. by the export-friendly versions of :mod:`flow2gan.deploy`.
         """
         transform = self if transform is None else transform
         n_samples = x.shape[-1]

@@ -1,6 +1,7 @@
 """Building blocks of the generator: BiasNorm, ChannelScale, the ConvNeXt block, time embedding.
 
-``LogMelSpectrogram`` is re-exported here because reference users import it from this module.
+``LogMelSpectrogram`` is re-exported here because reference users import it from this module
+(see :mod:`flow2gan.compat`).
 """
 
 from __future__ import annotations

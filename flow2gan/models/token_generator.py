@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from flow2gan.codec import AudioToCodes, EncodecTokenizer
 from flow2gan.config import GeneratorConfig, TokenGeneratorConfig
-from flow2gan.features import LogMelSpectrogram
+from flow2gan.features import mel_frontend
 from flow2gan.models.generator import MelAudioGenerator
 
 
@@ -200,7 +200,7 @@ def audio_front_end(
     if not isinstance(model, TokenAudioGenerator):
         if codec is not None:
             raise ValueError("a codec is only for token-conditioned models (encodec_24k_*)")
-        return LogMelSpectrogram(cfg.sampling_rate, cfg.mel_n_fft, cfg.mel_hop_length, cfg.n_mels)
+        return mel_frontend(cfg)
     if codec is None:
         raise ValueError(
             "a token-conditioned model needs a codec to turn audio into codes (--codec: a hub name "

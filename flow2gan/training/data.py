@@ -28,7 +28,7 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
-from flow2gan.audio import peak_normalize, resample
+from flow2gan.audio import pad_batch, peak_normalize, resample
 
 logger = logging.getLogger(__name__)
 
@@ -186,12 +186,10 @@ def collate_audio(items: Sequence[AudioItem], drop_silent: bool = True) -> Batch
     kept = [item for item in valid if not item.silent] if drop_silent else valid
     if not kept and valid:
         kept = valid[:1]
-    lens = torch.tensor([item.audio.numel() for item in kept], dtype=torch.int32)
-    t_max = int(lens.max()) if kept else 0
-    audio = torch.zeros(len(kept), t_max, dtype=torch.float32)
-    for row, item in enumerate(kept):
-        audio[row, : item.audio.numel()] = item.audio
-    return audio, lens, [item.name for item in kept]
+    if not kept:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.int32), []
+    audio, lengths = pad_batch([item.audio for item in kept])
+    return audio, torch.tensor(lengths, dtype=torch.int32), [item.name for item in kept]
 
 
 def seed_worker(worker_id: int) -> None:

@@ -20,12 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from flow2gan.checkpoint import load_state_dict_checked, read_checkpoint, save_atomic
+from flow2gan.compat import CHECKPOINT_PLACEHOLDERS
 from flow2gan.config import GeneratorConfig, config_from_dict, get_generator_config
 from flow2gan.models.gan import GAN
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import build_generator
 from flow2gan.training.averaging import average_checkpoints_with_averaged_model, average_state_dicts
+from flow2gan.weights import load_state_dict_checked, read_checkpoint, save_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def save_training_checkpoint(
     With ``avg_to_float32`` (epoch files) ``model_avg`` is converted to float32 in place, as the
     reference does (later averaging runs in fp32); mid-epoch files store it as it is.
     """
-    ckpt: dict[str, Any] = {"model": model.state_dict(), "sampler": None}
+    ckpt: dict[str, Any] = {"model": model.state_dict(), **CHECKPOINT_PLACEHOLDERS}
     if model_avg is not None:
         if avg_to_float32:
             model_avg.to(torch.float32)

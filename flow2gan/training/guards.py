@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.amp import GradScaler
 
-from flow2gan.checkpoint import save_atomic
 from flow2gan.training.monitor import add_inf_check_hooks
+from flow2gan.weights import save_atomic
 
 logger = logging.getLogger(__name__)
 

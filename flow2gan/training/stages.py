@@ -14,15 +14,14 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from flow2gan.checkpoint import load_checkpoint
 from flow2gan.config import get_generator_config
-from flow2gan.features import LogMelSpectrogram
 from flow2gan.models.gan import GAN
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training.condition import load_tokenizer, make_generator
 from flow2gan.training.optim import Eden2, ScaledAdam
 from flow2gan.training.options import FlowMatchingOptions, GANOptions, TrainOptions
+from flow2gan.weights import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -95,12 +94,6 @@ class Stage(Protocol):
 
     def resume_mid_epoch(self, ckpt: dict[str, Any]) -> None:
         """Restore the running state ``checkpoint_params`` saved, for a mid-epoch resume."""
-
-
-def build_mel(generator: MelAudioGenerator) -> LogMelSpectrogram:
-    """The conditioning front-end matching a generator config."""
-    cfg = generator.config
-    return LogMelSpectrogram(cfg.sampling_rate, cfg.mel_n_fft, cfg.mel_hop_length, cfg.n_mels)
 
 
 def build_condition(generator: MelAudioGenerator, codec: str | None) -> nn.Module:

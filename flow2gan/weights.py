@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from flow2gan.config import GeneratorConfig, config_from_dict, get_generator_config
 
 logger = logging.getLogger(__name__)
 
@@ -18,18 +20,36 @@ DDP_PREFIX = "module."
 GENERATOR_PREFIX = "generator."
 
 
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, then rename: a kill never leaves a partial file."""
+def file_mode() -> int:
+    """Permission bits of a new regular file under the process umask (0o666 & ~umask, e.g. 0o644)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[str], object]) -> None:
+    """Call ``write(tmp_path)`` on a temp file in ``path``'s folder, then rename it to ``path``.
+
+    A kill never leaves a partial file at ``path``; parents are created; the file gets the normal
+    permissions of a new file (umask respected, not ``mkstemp``'s 0600). Errors of ``write`` propagate
+    (the temp file is removed).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(obj, tmp)
+        write(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def read_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
@@ -96,13 +116,34 @@ def load_state_dict_checked(module: nn.Module, state_dict: Mapping[str, Tensor],
     module.load_state_dict(sd, strict=False)
 
 
-def load_checkpoint(
-    path: str | Path, model: nn.Module, strict: bool = True, weights_only: bool = True
+def stored_config(ckpt: Mapping[str, Any]) -> GeneratorConfig | None:
+    """The generator config a weight file records: ``ckpt["generator_config"]`` (a constructor dict, as
+    ``save_averaged_model`` writes it; also read under ``config``) or ``ckpt["model_name"]`` (a registered
+    name or JSON path); None for files without one (the released ones)."""
+    for key in ("generator_config", "config"):
+        if isinstance(ckpt.get(key), Mapping):
+            return config_from_dict(dict(ckpt[key]))
+    if isinstance(ckpt.get("model_name"), str):
+        return get_generator_config(ckpt["model_name"])
+    return None
+
+
+def load_weights(
+    ckpt: Mapping[str, Any], model: nn.Module, strict: bool = True, path: str | Path = "checkpoint"
 ) -> dict[str, Any]:
-    """Load ``ckpt["model"]`` into ``model`` and return the other top-level entries of the file."""
-    ckpt = read_checkpoint(path, weights_only=weights_only)
+    """Load ``ckpt["model"]`` (as read by :func:`read_checkpoint`) into ``model``; returns the other entries.
+
+    ``ValueError`` prefixed with ``path`` when the keys or shapes do not match.
+    """
     try:
         load_state_dict_checked(model, ckpt["model"], strict=strict)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
     return {k: v for k, v in ckpt.items() if k != "model"}
+
+
+def load_checkpoint(
+    path: str | Path, model: nn.Module, strict: bool = True, weights_only: bool = True
+) -> dict[str, Any]:
+    """Load ``ckpt["model"]`` into ``model`` and return the other top-level entries of the file."""
+    return load_weights(read_checkpoint(path, weights_only=weights_only), model, strict, path)

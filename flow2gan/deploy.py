@@ -11,7 +11,9 @@ precision; the eager model keeps the torch ops. Exported inputs: ``mel`` (B, n_m
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -119,13 +121,24 @@ class ExportableSampler(nn.Module):
         )
 
 
+QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._export")
+
+
 def export_sampler(
-    model: MelAudioGenerator, n_timesteps: int, output: Path, fmt: str = "onnx", frames: int = 32
+    model: MelAudioGenerator,
+    n_timesteps: int,
+    output: Path,
+    fmt: str = "onnx",
+    frames: int = 32,
+    verbose: bool = False,
 ) -> Path:
     """Write the N-step sampler to ``output`` as ONNX (dynamic batch and frame axes) or TorchScript.
 
     A token model's graph takes ``codes`` (B, n_q, F) int64 with a dynamic ``n_q`` (any of its
     bandwidths' codebook counts) instead of ``mel``.
+
+    The exporter's progress and optimisation messages are shown only with ``verbose``. ``ValueError``
+    for an unknown ``fmt`` or a step count below 1.
     """
     sampler = ExportableSampler(model, n_timesteps).eval()
     cfg = model.config
@@ -150,16 +163,27 @@ def export_sampler(
     if tokens:
         cond_shape[1] = torch.export.Dim("codebooks", min=min(counts), max=max(counts))
     shapes = {"cond": cond_shape, "noise": {0: batch, 1: n_frames * cfg.mel_hop_length}}
-    with torch.no_grad():
-        program = torch.onnx.export(
-            sampler,
-            (cond, noise),
-            input_names=[cond_name, "noise"],
-            output_names=["audio"],
-            dynamic_shapes=shapes,
-            dynamo=True,
-            opset_version=18,
-        )
+    levels = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    try:
+        if not verbose:
+            for name in QUIET_LOGGERS:
+                logging.getLogger(name).setLevel(logging.ERROR)
+        with torch.no_grad(), warnings.catch_warnings():
+            if not verbose:
+                warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                sampler,
+                (cond, noise),
+                input_names=[cond_name, "noise"],
+                output_names=["audio"],
+                dynamic_shapes=shapes,
+                dynamo=True,
+                opset_version=18,
+                verbose=verbose,
+            )
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
     program.save(str(output))
     add_metadata(
         output,

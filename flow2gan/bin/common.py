@@ -1,0 +1,93 @@
+"""Helpers shared by the inference command-line tools: usage names, model options and loading."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from flow2gan.cli import optional_str
+from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.pretrained import (
+    EXIT_HUB_UNAVAILABLE,
+    HF_MODELS,
+    HubUnavailableError,
+    get_model,
+    pretrained_info,
+)
+from flow2gan.runtime import default_device
+from flow2gan.sampling import resolve_n_timesteps
+
+logger = logging.getLogger(__name__)
+
+
+def prog_name(module: str) -> str:
+    """Usage-line program name: the console script's name, or ``python -m <module>``."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if script and not script.endswith(".py") and script != "-c" else f"python -m {module}"
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, ``--hf-model-name``, ``--model-name``, ``--n-timesteps``, ``--device``."""
+    add = parser.add_argument
+    add(
+        "--checkpoint",
+        type=optional_str,
+        default=None,
+        help="local weight file ({'model': state_dict}: a released file or one written by "
+        "save_averaged_model); wins over --hf-model-name",
+    )
+    add(
+        "--hf-model-name",
+        type=optional_str,
+        default=None,
+        help=f"released model, downloaded once from the Hugging Face hub: {', '.join(HF_MODELS)}",
+    )
+    add(
+        "--model-name",
+        type=optional_str,
+        default=None,
+        help="generator config, a registered name (mel_24k_base, mel_44k_128band_512x_base, mel_24k_small, "
+        "encodec_24k_base, ...) or a JSON file; default: the config stored in the checkpoint, else the "
+        "released model's, else mel_24k_base",
+    )
+    add(
+        "--n-timesteps",
+        type=int,
+        default=None,
+        help="Euler steps; default: the step count the checkpoint was fine-tuned for (1 when it does "
+        "not record one); a released model runs only with its own",
+    )
+    add(
+        "--device",
+        type=optional_str,
+        default=None,
+        help="torch device such as cpu or cuda:0 (default: cuda if available)",
+    )
+
+
+def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[MelAudioGenerator, int]:
+    """The generator of ``--checkpoint``/``--hf-model-name`` on ``--device`` (eval mode) and its step count.
+
+    Bad options are usage errors (exit code 2, checked before any download); a released file that is
+    not cached while the hub is unusable is logged and exits with ``EXIT_HUB_UNAVAILABLE``.
+    """
+    if not args.checkpoint and not args.hf_model_name:
+        parser.error("give --checkpoint <file> or --hf-model-name <released model>")
+    try:
+        if args.checkpoint is None:
+            released = pretrained_info(args.hf_model_name).n_timesteps
+            resolve_n_timesteps(args.n_timesteps, released, "error", args.hf_model_name)
+        else:
+            resolve_n_timesteps(args.n_timesteps)
+            if args.hf_model_name:
+                logger.warning("--checkpoint given: ignoring --hf-model-name %s", args.hf_model_name)
+        device = args.device or default_device()
+        model, _ = get_model(args.model_name, args.hf_model_name, args.checkpoint, device=device)
+        return model, resolve_n_timesteps(args.n_timesteps, model.default_n_timesteps, "warn")
+    except HubUnavailableError as exc:
+        logger.error("%s", exc)
+        raise SystemExit(EXIT_HUB_UNAVAILABLE) from exc
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
