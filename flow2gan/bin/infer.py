@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         codec = EncodecTokenizer(args.codec) if args.codec else None
         cond_fn = audio_front_end(model, codec, args.bandwidth).to(device)
     except ValueError as exc:
-        p.error(str(exc))
+        raise SystemExit(str(exc)) from exc
     written = vocode_manifest(
         model,
         cond_fn,
