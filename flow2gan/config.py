@@ -1,18 +1,46 @@
-"""Generator configurations: a frozen dataclass with the reference's constructor keys, and a registry."""
+"""Generator configurations (a frozen dataclass with the reference's constructor keys, and a registry)
+and the released models of the Hugging Face repo (SPEC 6.1)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+HF_REPO_ID = "k2-fsa/Flow2GAN"
+
+
+class ConfigMapping(Mapping):
+    """Read-only dict view of a frozen dataclass config, for scripts written against the reference's
+    attribute dicts: ``cfg["n_mels"]``, ``cfg.keys()``, ``Class(**cfg)``; unknown keys raise ``KeyError``."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(dataclasses.fields(self))
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        """Field names in declaration order."""
+        return [f.name for f in dataclasses.fields(self)]
+
 
 @dataclass(frozen=True)
-class GeneratorConfig:
-    """All constructor arguments of the mel-conditioned generator (reference key names)."""
+class GeneratorConfig(ConfigMapping):
+    """All constructor arguments of the mel-conditioned generator (reference key names).
+
+    Attribute and item access both work (``cfg.n_mels == cfg["n_mels"]``), and
+    ``MelAudioGenerator(**cfg)`` builds the model as in the reference.
+    """
 
     sampling_rate: int = 24000
     n_mels: int = 100
@@ -64,10 +92,6 @@ class GeneratorConfig:
     def min_mel_frames(self) -> int:
         """Fewest mel frames the generator accepts: every branch STFT needs more than n_fft / 2 samples."""
         return max(self.n_ffts) // 2 // self.mel_hop_length + 1
-
-    def __getitem__(self, key: str) -> Any:
-        """Dict-style access, for scripts written against the reference's attribute dict."""
-        return getattr(self, key)
 
     def to_dict(self) -> dict[str, Any]:
         """The reference constructor arguments as a JSON-friendly dict (lists for tuples)."""
@@ -188,3 +212,37 @@ def config_from_dict(data: dict[str, Any]) -> GeneratorConfig:
     inner = data["config"] if isinstance(data.get("config"), dict) else data
     cls = TokenGeneratorConfig if "bandwidths" in inner else GeneratorConfig
     return cls.from_dict(inner)
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A released file: its generator config name and the Euler step count it was fine-tuned for."""
+
+    model_name: str
+    n_timesteps: int
+
+
+HF_MODELS: dict[str, PretrainedModel] = {
+    f"{prefix}-{n}-step": PretrainedModel(config, n)
+    for prefix, config in (
+        ("libritts-mel", "mel_24k_base"),
+        ("universal-24k-mel", "mel_24k_base"),
+        ("universal-44k-mel-128band-512x", "mel_44k_128band_512x_base"),
+    )
+    for n in (1, 2, 4)
+}
+
+
+def released_pairs() -> str:
+    """Which ``hf_model_name`` goes with which ``model_name``, one clause per config, for error messages."""
+    by_config: dict[str, list[str]] = {}
+    for name, info in HF_MODELS.items():
+        by_config.setdefault(info.model_name, []).append(name)
+    return "; ".join(f"model_name={cfg!r}: {', '.join(names)}" for cfg, names in by_config.items())
+
+
+def pretrained_info(hf_model_name: str) -> PretrainedModel:
+    """Look up a released model name; an unknown name is a ``ValueError`` listing the valid ones."""
+    if hf_model_name not in HF_MODELS:
+        raise ValueError(f"unknown hf_model_name {hf_model_name!r}; released models: {released_pairs()}")
+    return HF_MODELS[hf_model_name]

@@ -5,57 +5,57 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 
-from flow2gan.config import GeneratorConfig, get_generator_config
+from flow2gan.config import (
+    CONFIGS,
+    HF_MODELS,
+    HF_REPO_ID,
+    GeneratorConfig,
+    PretrainedModel,
+    get_generator_config,
+    pretrained_info,
+    released_pairs,
+)
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import build_generator
 from flow2gan.weights import load_weights, read_checkpoint, stored_config
 
+__all__ = [
+    "HF_MODELS",
+    "HF_REPO_ID",
+    "HubUnavailableError",
+    "PretrainedModel",
+    "download_pretrained",
+    "get_model",
+    "pretrained_info",
+]
+
 logger = logging.getLogger(__name__)
 
-HF_REPO_ID = "k2-fsa/Flow2GAN"
+OTHER_WEIGHTS_HINT = "pass checkpoint=<file> for your own weights, or pretrained=False for a random model"
 
 
-@dataclass(frozen=True)
-class PretrainedModel:
-    """A released file: its generator config name and the Euler step count it was fine-tuned for."""
+def _check_compatible(hf_model_name: str, info: PretrainedModel, model_name: str) -> None:
+    """``ValueError`` unless ``model_name`` can hold the released file's weights.
 
-    model_name: str
-    n_timesteps: int
-
-
-HF_MODELS: dict[str, PretrainedModel] = {
-    f"{prefix}-{n}-step": PretrainedModel(config, n)
-    for prefix, config in (
-        ("libritts-mel", "mel_24k_base"),
-        ("universal-24k-mel", "mel_24k_base"),
-        ("universal-44k-mel-128band-512x", "mel_44k_128band_512x_base"),
-    )
-    for n in (1, 2, 4)
-}
-
-
-def pretrained_info(hf_model_name: str) -> PretrainedModel:
-    """Look up a released model name; an unknown name is a ``ValueError`` listing the valid ones."""
-    if hf_model_name not in HF_MODELS:
-        raise ValueError(f"unknown hf_model_name {hf_model_name!r}; choose one of: {', '.join(HF_MODELS)}")
-    return HF_MODELS[hf_model_name]
-
-
-def _check_compatible(hf_model_name: str, info: PretrainedModel, config: GeneratorConfig) -> None:
-    """A config must share the released model's audio front-end (rate, mel bands, hop) to use its file."""
-    released = get_generator_config(info.model_name)
+    A registered config must be the released model's own; a JSON config must at least share its audio
+    front-end (rate, mel bands, hop); its layer shapes are checked when the weights are loaded.
+    """
+    mismatch = f"hf_model_name {hf_model_name!r} holds a {info.model_name} model, not {model_name!r}"
+    if model_name in CONFIGS:
+        if model_name != info.model_name:
+            raise ValueError(f"{mismatch}. Released models: {released_pairs()}; {OTHER_WEIGHTS_HINT}")
+        return
+    released, config = get_generator_config(info.model_name), get_generator_config(model_name)
     keys = ("sampling_rate", "n_mels", "mel_hop_length")
-    if any(getattr(config, k) != getattr(released, k) for k in keys):
+    if any(config[k] != released[k] for k in keys):
         raise ValueError(
-            f"{hf_model_name} is a {info.model_name} model "
-            f"({', '.join(f'{k}={getattr(released, k)}' for k in keys)}); the requested config has "
-            f"{', '.join(f'{k}={getattr(config, k)}' for k in keys)}"
+            f"{mismatch} ({', '.join(f'{k}={released[k]}' for k in keys)}; the requested config has "
+            f"{', '.join(f'{k}={config[k]}' for k in keys)}). Released models: {released_pairs()}"
         )
 
 
@@ -133,24 +133,38 @@ def get_model(
     hf_model_name: str | None = "libritts-mel-4-step",
     checkpoint: str | Path | None = None,
     device: str | torch.device | None = None,
+    pretrained: bool = True,
 ) -> tuple[MelAudioGenerator, GeneratorConfig]:
     """Build a generator and load weights (local ``checkpoint`` wins over ``hf_model_name``); eval mode.
 
     The config is ``model_name`` (a registered name or a JSON config path) when given, else the one
     stored in the checkpoint (files written by ``save_averaged_model``), else the released model's,
     else ``mel_24k_base``. A token config (``encodec_24k_*``) gives a ``TokenAudioGenerator``.
-    Returns ``(model, config)``. Raises ``ValueError`` (bad names, mismatched weights),
-    ``FileNotFoundError`` and :class:`HubUnavailableError`.
+    ``pretrained=False`` builds a randomly initialised model of ``model_name`` (no file is read).
+    Returns ``(model, config)``. Raises ``ValueError`` (bad names, e.g. a registered config without
+    released weights and no ``checkpoint``: the message lists the config / released-model pairs;
+    mismatched or unreadable weights), ``FileNotFoundError`` and :class:`HubUnavailableError`.
     """
+    if not pretrained:
+        if checkpoint is not None:
+            raise ValueError("pretrained=False builds a random model: do not pass checkpoint as well")
+        config = get_generator_config(model_name or "mel_24k_base")
+        model = build_generator(config).eval()
+        return (model if device is None else model.to(device)), config
     n_timesteps = None
     default_name = "mel_24k_base"
+    released: PretrainedModel | None = None
     if checkpoint is None:
         if hf_model_name is None:
-            raise ValueError("get_model needs checkpoint=<path> or hf_model_name=<released name>")
+            raise ValueError(
+                "get_model needs checkpoint=<path>, hf_model_name=<released name> or pretrained=False. "
+                f"Released models: {released_pairs()}"
+            )
         info = pretrained_info(hf_model_name)
         if model_name is not None:
-            _check_compatible(hf_model_name, info, get_generator_config(model_name))
+            _check_compatible(hf_model_name, info, model_name)
         default_name = info.model_name
+        released = info
         checkpoint = download_pretrained(hf_model_name)
         n_timesteps = info.n_timesteps
     ckpt = read_checkpoint(checkpoint)
@@ -162,7 +176,14 @@ def get_model(
     else:
         config = stored if stored is not None else get_generator_config(default_name)
     model = build_generator(config)
-    extras = load_weights(ckpt, model, strict=True, path=checkpoint)
+    try:
+        extras = load_weights(ckpt, model, strict=True, path=checkpoint)
+    except ValueError as exc:
+        if released is None:
+            raise
+        raise ValueError(
+            f"{exc}. {hf_model_name} is a {released.model_name} model; released models: {released_pairs()}"
+        ) from exc
     model.default_n_timesteps = n_timesteps or extras.get("n_timesteps")
     model.eval()
     if device is not None:

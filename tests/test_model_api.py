@@ -102,9 +102,30 @@ def test_get_model_argument_errors():
         get_model(hf_model_name="libritts-mel-3-step")
     with pytest.raises(ValueError, match="needs checkpoint"):
         get_model(hf_model_name=None)
-    with pytest.raises(ValueError, match="sampling_rate=44100"):
+    with pytest.raises(ValueError, match="holds a mel_44k_128band_512x_base model, not 'mel_24k_base'"):
         get_model(model_name="mel_24k_base", hf_model_name="universal-44k-mel-128band-512x-2-step")
+    with pytest.raises(ValueError, match="sampling_rate=44100"):
+        get_model(model_name=str(TINY_CONFIG), hf_model_name="universal-44k-mel-128band-512x-2-step")
     assert len(HF_MODELS) == 9
+
+
+def test_get_model_config_without_released_weights_explains_offline():
+    """A registered config without released weights: an error listing the pairs, before any download."""
+    with pytest.raises(ValueError) as info:
+        get_model(model_name="mel_24k_small")
+    message = str(info.value)
+    assert "not 'mel_24k_small'" in message and "pretrained=False" in message and "checkpoint=" in message
+    assert "model_name='mel_24k_base': libritts-mel-1-step" in message
+    assert "model_name='mel_44k_128band_512x_base': universal-44k-mel-128band-512x-1-step" in message
+
+
+def test_get_model_pretrained_false_builds_a_random_model():
+    model, cfg = get_model(model_name="mel_24k_small", pretrained=False)
+    assert not model.training and cfg.channels == (96, 64, 48) and model.default_n_timesteps is None
+    with torch.inference_mode():
+        assert model.infer(torch.zeros(1, 100, 4)).shape == (1, 1024)
+    with pytest.raises(ValueError, match="pretrained=False"):
+        get_model(model_name="mel_24k_small", checkpoint=TINY_CKPT, pretrained=False)
 
 
 def make_hub_cache(root: Path, filename: str) -> None:

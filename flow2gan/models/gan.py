@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from flow2gan.config import ConfigMapping
 from flow2gan.features import LOG_CLAMP, MelSpectrogram
 from flow2gan.models.discriminators import (
     MPD_CHANNELS,
@@ -21,8 +22,11 @@ from flow2gan.models.discriminators import (
 
 
 @dataclass(frozen=True)
-class GANConfig:
-    """Scales ``(n_fft, n_mels)`` of the mel reconstruction loss (hop = n_fft // 4); discriminator widths."""
+class GANConfig(ConfigMapping):
+    """Scales ``(n_fft, n_mels)`` of the mel reconstruction loss (hop = n_fft // 4); discriminator widths.
+
+    The fields are the keyword arguments of :class:`GAN`: ``GAN(generator, **get_gan_config(name))``.
+    """
 
     mel_recon_n_ffts: tuple[int, ...]
     mel_recon_n_mels: tuple[int, ...]

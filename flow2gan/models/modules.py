@@ -1,7 +1,7 @@
 """Building blocks of the generator: BiasNorm, ChannelScale, the ConvNeXt block, time embedding.
 
-``LogMelSpectrogram`` is re-exported here because reference users import it from this module
-(see :mod:`flow2gan.compat`).
+``LogMelSpectrogram`` and ``LinearFilterSpectrogram`` (:mod:`flow2gan.features`) are re-exported here
+because reference scripts import them from this module (see :mod:`flow2gan.compat`).
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import random
 import torch
 from torch import Tensor, nn
 
-from flow2gan.features import LogMelSpectrogram
+from flow2gan.features import LinearFilterSpectrogram, LogMelSpectrogram
 
 __all__ = [
     "BiasNorm",
     "ChannelScale",
     "ConvNeXtBlock",
+    "LinearFilterSpectrogram",
     "LogMelSpectrogram",
     "fit_length",
     "limit_param_value",
