@@ -11,6 +11,4 @@ PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip
 [ -z "$TORCH_SPEC" ] || $PIP install -q "$TORCH_SPEC"
 $PIP install -q -e ".[dev]"
-# torchcrepe declares torchaudio but only uses it to read files; flow2gan.eval.crepe handles that.
-$PIP install -q --no-deps torchcrepe
 echo "installed flow2gan into $VENV"

@@ -4,7 +4,9 @@ Usage: ``python -m flow2gan.bin.evaluate --gt-wav-dir GT --pred-wav-dir PRED [--
 Each relative path ``rel`` (a line of the list, or every ``*.wav`` under the prediction directory)
 pairs ``GT/rel`` with ``PRED/rel``. Per-file records go to ``--output-json`` (default
 ``PRED/metrics.json``), means and failures to ``<output stem>_summary.json``; a summary table is
-printed. Exit code 0 only when every pair was scored.
+printed. Exit code 0 only when every pair was scored. A metric whose optional package is missing
+is skipped for every pair with one warning (and listed under ``skipped_metrics`` in the summary);
+the other metrics are still computed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from tqdm import tqdm
 
 from flow2gan.audio import read_audio
 from flow2gan.cli import optional_str, str2bool
-from flow2gan.eval.metrics import MetricsConfig, score_pair, visqol_available
+from flow2gan.eval.metrics import (
+    MetricsConfig,
+    metric_available,
+    missing_dependency,
+    score_pair,
+    visqol_available,
+)
 from flow2gan.eval.pitch import PITCH_KEYS
 from flow2gan.runtime import default_device, setup_logging
 
@@ -171,8 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     use_visqol = args.use_visqol and visqol_available()
     if args.use_visqol and not use_visqol:
         logger.warning("ViSQOL requested but no Python binding is importable; skipping it")
+    wanted = ("pesq", "stoi", "pitch") if args.pitch else ("pesq", "stoi")
+    skipped = {group: missing_dependency(group) for group in wanted if not metric_available(group)}
     cfg = MetricsConfig(
-        sampling_rate=args.sampling_rate, use_visqol=use_visqol, pitch=args.pitch, device=device
+        sampling_rate=args.sampling_rate,
+        use_visqol=use_visqol,
+        pitch=args.pitch and "pitch" not in skipped,
+        device=device,
+        pesq="pesq" not in skipped,
+        stoi="stoi" not in skipped,
     )
     records = run_jobs([(name, args.gt_wav_dir, args.pred_wav_dir, cfg) for name in names], args.n_proc)
     failed = {rec["name"]: rec["error"] for rec in records if "error" in rec}
@@ -184,11 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         means["fsd"] = fsd_for(scored, args, device)
     output = Path(args.output_json) if args.output_json else args.pred_wav_dir / "metrics.json"
     write_json(output, [{key: _json_safe(value) for key, value in rec.items()} for rec in scored])
-    summary = {"num_pairs": len(records), "num_scored": len(scored), "failed": failed, "means": means}
+    summary = {
+        "num_pairs": len(records),
+        "num_scored": len(scored),
+        "failed": failed,
+        "means": means,
+        "skipped_metrics": skipped,
+    }
     write_json(output.with_name(f"{output.stem}_summary.json"), summary)
     for name, error in failed.items():
         logger.warning("not scored: %s (%s)", name, error)
     print(format_table(means, len(scored), len(records)))
+    for group, reason in skipped.items():
+        print(f"{group} metrics skipped: {reason}")
     if failed:
         print(f"{len(failed)} pair(s) not scored: {', '.join(sorted(failed))}")
     return 0 if records and not failed else 1

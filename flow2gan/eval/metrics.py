@@ -5,6 +5,10 @@ and ViSQOL (speech mode) run at 16 kHz on soxr-resampled copies; STOI and the MR
 the original rate; the pitch metrics are described in :mod:`flow2gan.eval.pitch`. Resampling uses
 soxr (:func:`flow2gan.audio.resample`) where the reference used torchaudio's sinc resampler, so
 scores can differ from the reference in the last digits.
+
+PESQ, STOI and the pitch metrics each need an optional package (``pesq``, ``pystoi``, ``torchcrepe``;
+all in ``pip install 'flow2gan[eval]'``). When one is missing, only its own metrics are left out, with
+one warning per process (:func:`metric_available`); the others are still computed.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -21,7 +26,8 @@ import torch
 from torch import Tensor
 
 from flow2gan.audio import resample
-from flow2gan.eval.pitch import PitchConfig, pitch_metrics_from_audio
+from flow2gan.eval.crepe import import_torchcrepe
+from flow2gan.eval.pitch import PITCH_KEYS, PitchConfig, pitch_metrics_from_audio
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +41,38 @@ VISQOL_SPEECH_MODEL = (
 )
 
 
+INSTALL_HINT = "pip install 'flow2gan[eval]'"
+# Metric group -> (its keys in a score record, the import that must work for it).
+OPTIONAL_METRICS: dict[str, tuple[tuple[str, ...], Callable[[], object]]] = {
+    "pesq": (("pesq",), lambda: importlib.import_module("pesq")),
+    "stoi": (("stoi",), lambda: importlib.import_module("pystoi")),
+    "pitch": (PITCH_KEYS, import_torchcrepe),
+}
+
+
+@cache
+def missing_dependency(group: str) -> str | None:
+    """Why the metrics of ``group`` (a key of ``OPTIONAL_METRICS``) cannot run here, or None.
+
+    The reason is the import error plus the install hint; the import is tried once per process.
+    """
+    try:
+        OPTIONAL_METRICS[group][1]()
+    except ImportError as exc:
+        return f"{exc} ({INSTALL_HINT})"
+    return None
+
+
+@cache
+def metric_available(group: str) -> bool:
+    """Whether ``group``'s package imports; the first miss in a process logs one warning naming it."""
+    reason = missing_dependency(group)
+    if reason is not None:
+        keys = ", ".join(OPTIONAL_METRICS[group][0])
+        logger.warning("%s metrics (%s) are skipped: %s", group, keys, reason)
+    return reason is None
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     """Which per-file metrics to compute and at what rate the pair is given."""
@@ -43,6 +81,8 @@ class MetricsConfig:
     use_visqol: bool = False
     pitch: bool = True
     device: str = "cpu"
+    pesq: bool = True
+    stoi: bool = True
 
 
 def trim_pair(ref: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,19 +202,21 @@ def score_pair(ref: np.ndarray, pred: np.ndarray, cfg: MetricsConfig = MetricsCo
     """All enabled metrics of a (T1,) reference and (T2,) prediction at ``cfg.sampling_rate``.
 
     Keys: ``pesq``, ``stoi``, ``mr_stft``, ``visqol`` (only with ``use_visqol`` and a binding), and the
-    pitch keys of :data:`flow2gan.eval.pitch.PITCH_KEYS` (with ``pitch``; NaN when undefined).
+    pitch keys of :data:`flow2gan.eval.pitch.PITCH_KEYS` (with ``pitch``; NaN when undefined). A metric
+    whose optional package is missing is left out (see :func:`metric_available`).
     """
     ref, pred = trim_pair(ref, pred)
     sr = cfg.sampling_rate
     ref16, pred16 = to_16k_padded(ref, pred, sr)
-    scores = {
-        "pesq": pesq_wb(ref16, pred16),
-        "stoi": stoi_score(ref, pred, sr),
-        "mr_stft": mr_stft_distance(ref, pred),
-    }
+    scores: dict[str, float] = {}
+    if cfg.pesq and metric_available("pesq"):
+        scores["pesq"] = pesq_wb(ref16, pred16)
+    if cfg.stoi and metric_available("stoi"):
+        scores["stoi"] = stoi_score(ref, pred, sr)
+    scores["mr_stft"] = mr_stft_distance(ref, pred)
     if cfg.use_visqol and visqol_available():
         scores["visqol"] = visqol_speech(ref16, pred16)
-    if cfg.pitch:
+    if cfg.pitch and metric_available("pitch"):
         pitch_cfg = PitchConfig(sampling_rate=sr, device=cfg.device)
         scores.update(pitch_metrics_from_audio(ref, pred, pitch_cfg))
     return scores
