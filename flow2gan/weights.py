@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
+import pickle
+import re
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,12 +56,75 @@ def save_atomic(obj: Any, path: str | Path) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
+# Harmless non-tensor globals of the reference's training checkpoints (``exp_dir`` is a pathlib.Path,
+# SPEC 5.5), under every name a Python version pickles them with. Concrete paths are rebuilt as pure
+# paths, which exist on every OS (a WindowsPath cannot be created on Linux); the values are never used
+# for file access.
+SAFE_GLOBALS: list[tuple[type, str]] = [
+    (pure, name)
+    for concrete, pure in (
+        (pathlib.PosixPath, pathlib.PurePosixPath),
+        (pathlib.WindowsPath, pathlib.PureWindowsPath),
+        (pathlib.PurePosixPath, pathlib.PurePosixPath),
+        (pathlib.PureWindowsPath, pathlib.PureWindowsPath),
+    )
+    for name in sorted({f"pathlib.{concrete.__name__}", f"{concrete.__module__}.{concrete.__qualname__}"})
+]
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint that pickles Python objects outside the weights-only allow-list (names in the message)."""
+
+
+def describe_unreadable(path: Path, exc: Exception) -> str:
+    """What a file that ``torch.load`` could not read looks like, and what to do with it."""
+    with path.open("rb") as f:
+        head = f.read(16)
+    if not head:
+        return "an empty file"
+    if head[:4] in (b"RIFF", b"fLaC", b"OggS") or head[:3] == b"ID3":
+        return "an audio file, not model weights"
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "a JSON file, not model weights (a generator config goes to model_name / --model-name)"
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model (run it with flow2gan.onnx.OnnxVocoder), not PyTorch weights"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any(name.endswith("constants.pkl") for name in names):
+            return "a TorchScript archive (export --format torchscript; run it with torch.jit.load)"
+        if not any(name.endswith("data.pkl") for name in names):
+            return "a zip archive that is not a PyTorch checkpoint"
+    unsafe = sorted(set(_UNSAFE_GLOBAL.findall(str(exc))))
+    if unsafe:
+        return (
+            f"a PyTorch file that pickles Python objects other than weights ({', '.join(unsafe)}), which "
+            "are not loaded without trusting the file. If you trust it, keep only its weights: "
+            "torch.save({'model': torch.load(path, weights_only=False)['model']}, 'weights.pt')"
+        )
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return f"not a readable PyTorch checkpoint (damaged, truncated or another format: {first})"
+
+
 def read_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
-    """Load a checkpoint dict on CPU; a bare state dict is wrapped as ``{"model": ...}``."""
+    """Load a checkpoint dict on CPU; a bare state dict is wrapped as ``{"model": ...}``.
+
+    With ``weights_only`` (the default) only tensors, plain values and :data:`SAFE_GLOBALS` are
+    unpickled, so the reference's ``epoch-N.pt`` files are read without trusting them. Raises
+    ``FileNotFoundError`` for a missing file, :class:`UnsafeCheckpointError` for other pickled objects,
+    and ``ValueError`` naming the path and what the file is when it cannot be read or holds no weights.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # torch.load raises many types for foreign, damaged or unsafe files
+        message = f"cannot read checkpoint {path}: it is {describe_unreadable(path, exc)}"
+        unsafe = isinstance(exc, pickle.UnpicklingError) and _UNSAFE_GLOBAL.search(str(exc))
+        raise (UnsafeCheckpointError if unsafe else ValueError)(message) from exc
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"checkpoint {path} holds a {type(ckpt).__name__}, expected a dict")
     if "model" not in ckpt:

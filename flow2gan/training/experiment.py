@@ -9,7 +9,6 @@ generator_config, env_info}``; an averaged export is the deployable ``{"model": 
 from __future__ import annotations
 
 import logging
-import pickle
 import platform
 import re
 import socket
@@ -26,7 +25,7 @@ from flow2gan.models.gan import GAN
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import build_generator
 from flow2gan.training.averaging import average_checkpoints_with_averaged_model, average_state_dicts
-from flow2gan.weights import load_state_dict_checked, read_checkpoint, save_atomic
+from flow2gan.weights import UnsafeCheckpointError, load_state_dict_checked, read_checkpoint, save_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def read_training_checkpoint(path: Path) -> dict[str, Any]:
     """Read a training checkpoint; files with non-tensor objects (reference runs) load as trusted."""
     try:
         return read_checkpoint(path, weights_only=True)
-    except pickle.UnpicklingError:
+    except UnsafeCheckpointError:
         logger.warning("%s holds Python objects beyond tensors; loading it as a trusted file", path)
         return read_checkpoint(path, weights_only=False)
 
