@@ -189,6 +189,7 @@ def export_sampler(
         output,
         {
             "mel_hop_length": cfg.mel_hop_length,
+            "min_mel_frames": cfg.min_mel_frames,
             "n_timesteps": n_timesteps,
             "sampling_rate": cfg.sampling_rate,
         },

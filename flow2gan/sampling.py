@@ -49,6 +49,7 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor, nn
 
+from flow2gan import validation
 from flow2gan.config import GeneratorConfig
 
 logger = logging.getLogger(__name__)
@@ -97,28 +98,47 @@ class ConditionedEstimator(Protocol):
 # --- input checks: every check of a sampler input lives here ---------------------------------------
 
 
-def check_mel(mel: Tensor, config: GeneratorConfig) -> Tensor:
-    """Validate a log-mel (B, M, F) or (M, F) against ``config``: (B, M, F), else ``ValueError``."""
+def waveform_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the waveform path (start noise, sampler state, STFT/iSTFT): fp32, or fp64 for fp64."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def tensor_kind(x: Tensor) -> str:
+    """Kind letter of a tensor's dtype for :mod:`flow2gan.validation` (``f``, ``c``, ``b`` or ``i``)."""
+    return validation.dtype_kind(x.is_complex(), x.is_floating_point(), x.dtype == torch.bool)
+
+
+def check_mel(mel: Tensor, config: GeneratorConfig, dtype: torch.dtype | None = None) -> Tensor:
+    """Validate a log-mel (B, M, F) or (M, F) against ``config`` and cast it to ``dtype``: (B, M, F).
+
+    The torch adapter of :mod:`flow2gan.validation` (the contract shared with the ONNX wrapper):
+    ``ValueError`` for a wrong type, dtype, shape, band or frame count, NaN/inf; a
+    :class:`flow2gan.validation.MelConventionWarning` (once) for values below ``ln(1e-7)``.
+    """
     if not isinstance(mel, Tensor):
         raise ValueError(f"mel must be a torch.Tensor, got {type(mel).__name__}")
-    if mel.dim() == 2:
-        mel = mel.unsqueeze(0)
-    if mel.dim() != 3:
-        raise ValueError(
-            f"mel must have shape (B, n_mels, frames) or (n_mels, frames), got {tuple(mel.shape)}"
-        )
-    if mel.shape[1] != config.n_mels:
-        raise ValueError(
-            f"mel has {mel.shape[1]} bands but this model expects n_mels={config.n_mels} "
-            f"(shape {tuple(mel.shape)})"
-        )
-    if mel.shape[-1] < config.min_mel_frames:
-        raise ValueError(
-            f"mel has {mel.shape[-1]} frames, the generator needs at least {config.min_mel_frames}"
-        )
-    if not torch.isfinite(mel).all():
-        raise ValueError("mel contains NaN or inf values")
-    return mel
+    kind = tensor_kind(mel)
+    shape = validation.check_mel_layout(mel.shape, kind, str(mel.dtype), config.n_mels, config.min_mel_frames)
+    mel = mel.reshape(shape)
+    validation.check_mel_values(bool(torch.isfinite(mel).all()), float(mel.min()))
+    return mel if dtype is None else mel.to(dtype)
+
+
+def check_lengths(lengths: Any, batch: int, n_frames: int, hop: int, device: torch.device) -> Tensor | None:
+    """``audio_lens`` (a tensor, NumPy array or list of B lengths in samples) -> int64 (B,) on ``device``.
+
+    The torch adapter of :func:`flow2gan.validation.check_audio_lens`: ``ValueError`` unless there is
+    one integer length per item, each at most ``n_frames * hop``, the longest at least
+    ``(n_frames - 1) * hop``. ``None`` stays ``None``.
+    """
+    if lengths is None:
+        return None
+    if isinstance(lengths, Tensor):
+        facts = (tuple(lengths.shape), tensor_kind(lengths), str(lengths.dtype), lengths.reshape(-1).tolist())
+    else:
+        facts = validation.lengths_facts(lengths)
+    checked = validation.check_audio_lens(*facts, batch=batch, n_frames=n_frames, hop=hop)
+    return torch.tensor(checked, dtype=torch.int64, device=device)
 
 
 def resolve_n_timesteps(
@@ -162,19 +182,20 @@ def start_noise(
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Scaled start noise (B, n_samples) on ``like``'s device and float dtype (B = ``like.shape[0]``).
+    """Scaled start noise (B, n_samples) on ``like``'s device (B = ``like.shape[0]``).
 
-    ``like`` is the condition (integer codes give float32 noise). A given ``noise`` is the
-    already-scaled start and is only checked (``ValueError`` on a wrong shape).
+    ``like`` is the (encoded) condition. The waveform path runs in fp32 (fp64 for a double model)
+    whatever the network's dtype (see ``BranchEstimator``), so the noise is fp32 for a float16 /
+    bfloat16 model or integer codes. A given ``noise`` is the already-scaled start: checked
+    (``ValueError`` unless floating point of shape (B, n_samples)) and cast to that dtype.
     """
     batch = like.shape[0]
+    dtype = waveform_dtype(like.dtype) if like.is_floating_point() else torch.float32
     if noise is None:
         noise = torch.randn(batch, n_samples, generator=generator, device=like.device)
-        dtype = like.dtype if like.is_floating_point() else noise.dtype
         return noise.to(dtype) * model.init_noise_scale
-    if noise.shape != (batch, n_samples):
-        raise ValueError(f"noise must have shape {(batch, n_samples)}, got {tuple(noise.shape)}")
-    return noise
+    validation.check_noise_layout(noise.shape, tensor_kind(noise), str(noise.dtype), batch, n_samples)
+    return noise.to(dtype)
 
 
 # --- the sampler ------------------------------------------------------------------------------------
@@ -220,7 +241,9 @@ def infer(
     """
     n = resolve_n_timesteps(n_timesteps, model.default_n_timesteps)
     cond_enc = model.encode_cond(cond)
-    n_samples = output_length(model, cond_enc.shape[-1], lengths)
+    batch, _, n_frames = cond_enc.shape
+    lengths = check_lengths(lengths, batch, n_frames, model.frame_hop, cond_enc.device)
+    n_samples = output_length(model, n_frames, lengths)
     noise = start_noise(model, cond_enc, n_samples, noise, generator)
     return euler_sample(model, noise, model.prepare_condition(cond_enc, n_samples), n, lengths, clamp_pred)
 

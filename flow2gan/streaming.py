@@ -231,8 +231,8 @@ class StreamingVocoder:
 
     @staticmethod
     def _noise_dtype(cond: Tensor) -> torch.dtype:
-        """The condition's float dtype, float32 for integer (token) conditions (as the sampler does)."""
-        return cond.dtype if cond.is_floating_point() else torch.float32
+        """The sampler's waveform dtype for this condition (fp32 unless fp64; fp32 for token codes)."""
+        return sampling.waveform_dtype(cond.dtype) if cond.is_floating_point() else torch.float32
 
     def _trim(self) -> None:
         """Drop the frames and noise samples no future chunk needs (left of the next chunk's context)."""

@@ -87,7 +87,8 @@ class Decoder(nn.Module):
 
     def time_scales(self, t: Tensor) -> list[Tensor]:
         """Per-block time modulations: (B,) -> L x (B, C, 1)."""
-        tau = self.time_mlp(sinusoidal_embedding(t, self.time_embed_channels))
+        emb = sinusoidal_embedding(t, self.time_embed_channels).to(self.time_mlp[0].weight.dtype)
+        tau = self.time_mlp(emb)
         return [block.time_scale(tau) for block in self.blocks]
 
     def forward(
@@ -130,14 +131,15 @@ class BranchEstimator(nn.Module):
         return self.decoder.cond_terms(fit_length(cond, self.n_frames(n_samples)))
 
     def analyze(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Centred STFT of (B, T) -> real, imag (B, n_fft // 2 + 1, 1 + T // hop)."""
-        spec = complex_stft(x, self.n_fft, self.hop_length, self.fft.window)
+        """Centred STFT of (B, T) -> real, imag (B, n_fft // 2 + 1, 1 + T // hop), in ``x``'s dtype."""
+        spec = complex_stft(x, self.n_fft, self.hop_length, self.fft.window.to(x.dtype))
         return spec.real, spec.imag
 
     def synthesize(self, real: Tensor, imag: Tensor) -> Tensor:
-        """Centred iSTFT of real, imag (B, n_fft // 2 + 1, F) -> (B, hop * (F - 1))."""
+        """Centred iSTFT of real, imag (B, n_fft // 2 + 1, F) -> (B, hop * (F - 1)), in their dtype."""
         spec = torch.complex(real, imag)
-        return torch.istft(spec, self.n_fft, self.hop_length, self.n_fft, self.ifft.window, center=True)
+        window = self.ifft.window.to(real.dtype)
+        return torch.istft(spec, self.n_fft, self.hop_length, self.n_fft, window, center=True)
 
     def forward(
         self,
@@ -154,12 +156,16 @@ class BranchEstimator(nn.Module):
         """
         transform = self if transform is None else transform
         n_samples = x.shape[-1]
-        real, imag = transform.analyze(x)
-        mask = None if lengths is None else frame_mask(lengths, self.hop_length, real.shape[-1])
-        out = self.decoder(torch.cat([real, imag], dim=1), cond_terms, time_scales, mask)
+        # The STFT and iSTFT run in fp32 (fp64 for a double model) whatever the network's dtype, as
+        # under autocast: a .half() / bfloat16 model runs only its layers in reduced precision.
+        wave_dtype = sampling.waveform_dtype(x.dtype)
+        real, imag = transform.analyze(x.to(wave_dtype))
+        net_dtype = self.decoder.in_proj.weight.dtype
+        mask = None if lengths is None else frame_mask(lengths, self.hop_length, real.shape[-1]).to(net_dtype)
+        out = self.decoder(torch.cat([real, imag], dim=1).to(net_dtype), cond_terms, time_scales, mask)
         if mask is not None:
             out = out * mask
-        real, imag = out.float().chunk(2, dim=1)  # the iSTFT runs in fp32 under autocast
+        real, imag = out.to(wave_dtype).chunk(2, dim=1)
         return fit_length(transform.synthesize(real, imag), n_samples)
 
 
@@ -218,9 +224,14 @@ class MelAudioGenerator(nn.Module):
         """Whether the estimator predicts the endpoint x1 (else the velocity)."""
         return self.config.pred_x1
 
+    @property
+    def param_dtype(self) -> torch.dtype:
+        """Dtype of the network's weights; inputs are cast to it (fp32 also under autocast)."""
+        return next(self.parameters()).dtype
+
     def check_cond(self, mel: Tensor) -> Tensor:
         """Validate a log-mel (B, M, F) or (M, F); returns (B, M, F) or raises ``ValueError``."""
-        return sampling.check_mel(mel, self.config)
+        return sampling.check_mel(mel, self.config, self.param_dtype)
 
     def encode_cond(self, mel: Tensor, check: bool = True) -> Tensor:
         """Condition encoder, run once per call: (B, M, F) -> (B, E, F); ``check=False`` skips validation."""
