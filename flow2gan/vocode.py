@@ -2,13 +2,14 @@
 (:func:`vocode_manifest`), written as 16-bit WAVs at the model rate (atomically).
 
 Folder inputs are chosen by suffix: audio (``.wav .flac .mp3 .ogg``: channels averaged, resampled to the
-model rate) is turned into the model's condition; ``.pt`` files hold a log-mel tensor ``(1, n_mels,
-frames)`` or ``(n_mels, frames)``. Each input becomes ``<output_dir>/<same relative name>.wav``; hidden
+model rate) is turned into the model's condition; ``.pt`` (a tensor) and ``.npy`` (a NumPy array) files
+hold a log-mel ``(1, n_mels, frames)`` or ``(n_mels, frames)``, checked like ``model.infer``'s input
+(:mod:`flow2gan.validation`). Each input becomes ``<output_dir>/<same relative name>.wav``; hidden
 files are ignored, ``recursive`` mirrors sub-folders; existing outputs are skipped unless ``overwrite``.
-Output length is ``frames * mel_hop`` samples (1 to ``mel_hop`` samples longer than the source), except
-with ``batch_size`` > 1. The start noise of every file depends only on ``seed`` and the file's relative
-path, so reruns, resumes and ordering do not change it, and chunked inference (``chunk_size`` > 0,
-:func:`flow2gan.sampling.infer_chunked`) reproduces the unchunked output.
+From audio, the output has the input's length (at the model rate) with or without batching or
+chunking; from a mel, ``frames * mel_hop`` samples. The start noise of every file depends only on
+``seed`` and the file's relative path, so reruns, resumes and ordering do not change it, and chunked
+inference (``chunk_size`` > 0, :func:`flow2gan.sampling.infer_chunked`) reproduces the unchunked output.
 
 Batching (``batch_size`` > 1): inputs are sorted by length and zero-padded
 (:func:`flow2gan.audio.pad_batch`); the generator gets the true lengths and each output is cut to its
@@ -53,7 +54,7 @@ from flow2gan.models.token_generator import TokenAudioGenerator, audio_front_end
 logger = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg"})
-MEL_SUFFIX = ".pt"
+MEL_SUFFIXES = frozenset({".pt", ".npy"})
 SILENCE_RMS = 0.005  # manifest inputs quieter than this are not vocoded (reference behaviour)
 
 
@@ -88,7 +89,7 @@ class Job:
     @property
     def is_mel(self) -> bool:
         """Whether the file holds a log-mel tensor rather than audio."""
-        return self.source.suffix.lower() == MEL_SUFFIX
+        return self.source.suffix.lower() in MEL_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def find_inputs(input_dir: Path, output_dir: Path, recursive: bool) -> list[Path
         rel = path.relative_to(input_dir)
         if any(part.startswith(".") for part in rel.parts) or not path.is_file():
             continue
-        if path.suffix.lower() not in AUDIO_SUFFIXES | {MEL_SUFFIX}:
+        if path.suffix.lower() not in AUDIO_SUFFIXES | MEL_SUFFIXES:
             continue
         if path.resolve().is_relative_to(out_root):
             continue
@@ -230,16 +231,19 @@ class DirVocoder:
         return Item(job, mono)
 
     def load_mel(self, path: Path) -> Tensor:
-        """A log-mel tensor file -> (M, F) float32, validated against the model."""
+        """A ``.pt`` tensor or ``.npy`` array log-mel (or codes) file -> (M, F), validated by the model."""
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch.load raises many types for foreign or corrupt files
+            if path.suffix.lower() == ".npy":
+                obj = torch.from_numpy(np.load(path, allow_pickle=False))
+            else:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load / np.load raise many types for foreign or corrupt files
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"cannot load tensor file: {first_line}") from exc
+            raise ValueError(f"cannot load mel file: {first_line}") from exc
         if self.tokens:
             mel = self.model.check_cond(obj, self.options.bandwidth)
         else:
-            mel = self.model.check_cond(obj.float() if isinstance(obj, Tensor) else obj)
+            mel = self.model.check_cond(obj)
         if mel.shape[0] != 1:
             raise ValueError(f"holds a batch of {mel.shape[0]} mels, expected one")
         return mel[0]
@@ -258,13 +262,15 @@ class DirVocoder:
         return data.unsqueeze(0) if item.job.is_mel else self.cond_fn(data.unsqueeze(0))
 
     def vocode_single(self, item: Item) -> Tensor:
-        """One utterance, no lengths -> (frames * mel_hop,)."""
+        """One utterance, no lengths -> (T,): the audio input's length, or frames * mel_hop from a mel."""
         mel = self.mel_of(item)
         noise = self.start_noise([item], mel.shape[-1] * self.config.mel_hop_length)
         n, chunk = self.options.n_timesteps, self.options.chunk_size
         if chunk > 0:
-            return self.model.infer_chunked(mel, chunk, n, clamp_pred=True, noise=noise)[0]
-        return self.model.infer(mel, n_timesteps=n, clamp_pred=True, noise=noise)[0]
+            out = self.model.infer_chunked(mel, chunk, n, clamp_pred=True, noise=noise)
+        else:
+            out = self.model.infer(mel, n_timesteps=n, clamp_pred=True, noise=noise)
+        return out[0] if item.job.is_mel else out[0, : item.data.shape[-1]]
 
     def vocode_batch(self, items: list[Item]) -> list[Tensor]:
         """Padded batch with true lengths -> one waveform per item, cut to its length."""
@@ -436,3 +442,18 @@ def vocode_manifest(
                 save_audio(manifest_output_path(output_dir, name, root_path), wav[row, :length], sr)
                 written += 1
     return written
+
+
+def nothing_to_vocode(input_dir: Path, recursive: bool) -> str:
+    """Why a folder gave nothing to vocode: the supported suffixes and what it holds instead."""
+    supported = " ".join(sorted(AUDIO_SUFFIXES | MEL_SUFFIXES))
+    candidates = input_dir.rglob("*") if recursive else input_dir.iterdir()
+    files = [
+        p
+        for p in candidates
+        if p.is_file() and not any(x.startswith(".") for x in p.relative_to(input_dir).parts)
+    ]
+    others = sorted({p.suffix.lower() or "(no suffix)" for p in files})
+    found = f"it holds {len(files)} other file(s): {' '.join(others)}" if files else "it is empty"
+    hint = "" if recursive else "; sub-folders are read with --recursive"
+    return f"nothing to vocode in {input_dir}: no {supported} file, {found}{hint}"

@@ -24,7 +24,7 @@ from flow2gan.cli import optional_str, str2bool
 from flow2gan.codec import EncodecTokenizer
 from flow2gan.compat import add_input_type_option
 from flow2gan.runtime import setup_logging, tune_malloc
-from flow2gan.vocode import VocodeOptions, check_dirs, vocode_dir
+from flow2gan.vocode import VocodeOptions, check_dirs, nothing_to_vocode, vocode_dir
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the tool; returns the exit code (1 if any input failed)."""
+    """Run the tool; returns the exit code (1 if any input failed or there was nothing to vocode)."""
     setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for name, reason in summary.failed:
         print(f"  failed {name}: {reason}")
+    if not (summary.written or summary.skipped or summary.failed):
+        print(f"infer_dir: {nothing_to_vocode(args.input_dir, args.recursive)}", file=sys.stderr)
+        return 1
     return 1 if summary.failed else 0
 
 
