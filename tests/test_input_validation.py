@@ -11,7 +11,7 @@ import torch
 from conftest import PARITY, REPO
 
 from flow2gan import get_model, validation
-from flow2gan.export import add_metadata
+from flow2gan.deploy import add_metadata
 from flow2gan.onnx import OnnxVocoder
 from flow2gan.validation import MelConventionWarning
 
