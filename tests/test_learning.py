@@ -19,12 +19,12 @@ from conftest import REPO
 
 from flow2gan.audio import load_audio, peak_normalize
 from flow2gan.bin import prepare_manifests, pretrain
-from flow2gan.checkpoint import load_checkpoint
 from flow2gan.config import get_generator_config
 from flow2gan.eval.metrics import mr_stft_distance
 from flow2gan.features import LogMelSpectrogram
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.training.loop import fix_random_seed
+from flow2gan.weights import load_checkpoint
 
 LJ = REPO.parent / "shared" / "data" / "ljspeech-32"
 MODEL = "mel_24k_small"
