@@ -11,4 +11,6 @@ PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip
 [ -z "$TORCH_SPEC" ] || $PIP install -q "$TORCH_SPEC"
 $PIP install -q -e ".[dev]"
+# CREPE pitch metrics: torchcrepe declares torchaudio, which flow2gan does not use (flow2gan.eval.crepe).
+$PIP install -q --no-deps torchcrepe
 echo "installed flow2gan into $VENV"

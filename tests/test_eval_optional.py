@@ -74,7 +74,7 @@ def test_score_pair_without_pesq_fills_the_rest_and_warns_once(no_pesq, caplog):
 
 
 def test_torchcrepe_loads_next_to_a_torchaudio_that_cannot_load(tmp_path):
-    """``pip install flow2gan[eval]`` brings torchcrepe's torchaudio, which may not load with this torch."""
+    """A torchaudio installed beside torchcrepe (its declared dependency) may not load with this torch."""
     broken = tmp_path / "torchaudio"
     broken.mkdir()
     (broken / "_extension.py").write_text("X = 1\n")

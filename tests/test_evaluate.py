@@ -14,11 +14,12 @@ import torch
 from conftest import REPO
 
 from flow2gan.audio import read_audio, resample
-from flow2gan.bin.evaluate import main, mean_scores
+from flow2gan.bin.evaluate import main
 from flow2gan.cli import str2bool
 from flow2gan.eval.crepe import import_torchcrepe
 from flow2gan.eval.fsd import Wav2Vec2Embedder, frechet_distance
 from flow2gan.eval.metrics import MetricsConfig, mr_stft_distance, score_pair, to_16k_padded
+from flow2gan.eval.pairs import mean_scores
 from flow2gan.eval.pitch import (
     PitchConfig,
     PitchTrack,

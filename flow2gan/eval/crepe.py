@@ -1,8 +1,8 @@
 """Import shim that lets ``torchcrepe`` load where torchaudio is missing or cannot load.
 
-torchcrepe declares torchaudio, so ``pip install flow2gan[eval]`` installs one; next to a newer torch
-than any torchaudio release was built for, that torchaudio fails to load its compiled library. flow2gan
-never needs it (see :func:`import_torchcrepe`), so either way the pitch metrics work.
+torchcrepe declares torchaudio, so flow2gan installs it with ``pip install --no-deps torchcrepe``; where a
+torchaudio is present anyway, next to a newer torch than it was built for, it fails to load its compiled
+library. flow2gan never needs it (see :func:`import_torchcrepe`), so either way the pitch metrics work.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ VISQOL_SPEECH_MODEL = (
 )
 
 
-INSTALL_HINT = "pip install 'flow2gan[eval]'"
+INSTALL_HINT = "pip install 'flow2gan[eval]'; CREPE pitch metrics also: pip install --no-deps torchcrepe"
 # Metric group -> (its keys in a score record, the import that must work for it).
 OPTIONAL_METRICS: dict[str, tuple[tuple[str, ...], Callable[[], object]]] = {
     "pesq": (("pesq",), lambda: importlib.import_module("pesq")),
