@@ -160,3 +160,25 @@ def test_ddp_ranks_with_unequal_shards_run_equal_epochs(data, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(tmp_path / "epoch-1.pt", weights_only=True)["batch_idx_train"] == 1
+
+
+@pytest.mark.slow
+def test_pretrain_on_shar_resumes_mid_epoch_exactly(data, tmp_path):
+    """Shar streams replay exactly: resuming from the batch-2 checkpoint of epoch 1 ends bit-identical."""
+    extra = ["--train-num-workers", "2", "--save-every-n-batches", "2"]
+    assert pretrain.main(train_args(data["s3"], tmp_path / "full", 2, *extra)) == 0
+    mid = tmp_path / "mid"
+    assert pretrain.main(train_args(data["s3"], mid, 2, *extra)) == 0
+    kept = mid / "epoch-1-batch-2.pt"
+    assert kept.is_file()
+    for path in mid.glob("epoch-*.pt"):
+        if path != kept:
+            path.unlink()
+    assert pretrain.main(train_args(data["s3"], mid, 2, *extra, "--resume", "auto")) == 0
+    log = "".join(p.read_text() for p in (mid / "log").glob("log-train-*"))
+    assert "resumed epoch at batch 2" in log
+    full = torch.load(tmp_path / "full" / "epoch-2.pt", weights_only=True)
+    resumed = torch.load(mid / "epoch-2.pt", weights_only=True)
+    assert full["batch_idx_train"] == resumed["batch_idx_train"] == 5
+    for key in ("model", "model_avg"):
+        torch.testing.assert_close(resumed[key], full[key], rtol=0, atol=0, msg=key)
