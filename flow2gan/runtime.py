@@ -72,6 +72,26 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(spec: str | torch.device | None) -> torch.device:
+    """``spec`` as a usable device (``None``: :func:`default_device`).
+
+    Raises:
+        ValueError: for a malformed name, or a CUDA device this torch build or machine does not have.
+    """
+    if spec is None:
+        return default_device()
+    try:
+        device = torch.device(spec)
+    except RuntimeError as exc:
+        raise ValueError(f"invalid device {spec!r}: {exc}") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r} requested but CUDA is not available (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    return device
+
+
 def setup_logging(verbose: bool = False, log_file: str | Path | None = None) -> None:
     """Root logging in the one project format: INFO (DEBUG with ``verbose``) to stderr, plus ``log_file``.
 

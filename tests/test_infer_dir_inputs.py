@@ -91,3 +91,21 @@ def test_audio_keeps_its_length_in_every_mode(tmp_path, mel):
         for name, n in lengths.items():
             assert sf.info(out / name).frames == n, (mode, name)
         assert sf.info(out / "m.wav").frames == 30 * HOP, mode
+
+
+def test_unusable_device_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                *MODEL_ARGS[:4],
+                "--device",
+                "cuda",
+                "--input-dir",
+                str(REPO / "test_data/mel"),
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
+    assert exc.value.code == 2
+    assert "CUDA is not available" in capsys.readouterr().err

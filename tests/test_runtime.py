@@ -1,10 +1,13 @@
-"""The malloc tuning is applied (on glibc) and changes no number."""
+"""The malloc tuning is applied (on glibc) and changes no number; device names are checked."""
 
 import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import PARITY, REPO
+
+from flow2gan.runtime import default_device, resolve_device
 
 CODE = f"""
 import sys, torch
@@ -30,3 +33,13 @@ def test_tune_malloc_keeps_outputs():
         results[mode] = (applied, float(diff))
     assert results["tuned"][0] == ("True" if sys.platform.startswith("linux") else "False")
     assert results["tuned"][1] == results["default"][1] <= 1e-5
+
+
+def test_resolve_device_rejects_unusable_devices(monkeypatch):
+    assert resolve_device(None) == default_device()
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="invalid device"):
+        resolve_device("gpu0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")

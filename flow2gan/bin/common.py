@@ -16,7 +16,7 @@ from flow2gan.pretrained import (
     get_model,
     pretrained_info,
 )
-from flow2gan.runtime import default_device
+from flow2gan.runtime import resolve_device
 from flow2gan.sampling import resolve_n_timesteps
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tup
             resolve_n_timesteps(args.n_timesteps)
             if args.hf_model_name:
                 logger.warning("--checkpoint given: ignoring --hf-model-name %s", args.hf_model_name)
-        device = args.device or default_device()
+        device = resolve_device(args.device)
         model, _ = get_model(args.model_name, args.hf_model_name, args.checkpoint, device=device)
         return model, resolve_n_timesteps(args.n_timesteps, model.default_n_timesteps, "warn")
     except HubUnavailableError as exc:

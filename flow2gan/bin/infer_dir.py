@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = vocode_dir(model, args.input_dir, args.output_dir, options, codec=codec)
     except (ValueError, ImportError, OSError) as exc:
         parser.error(str(exc))
+    except KeyboardInterrupt:
+        print("infer_dir: interrupted; every file written is complete, rerun to continue", file=sys.stderr)
+        return 130
     print(
         f"infer_dir: {summary.written} written, {summary.skipped} skipped, {len(summary.failed)} failed "
         f"-> {args.output_dir}"
