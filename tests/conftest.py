@@ -15,6 +15,15 @@ torch.set_num_threads(1)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PARITY = FIXTURES / "parity"
+# Command-line flags that load the tiny parity checkpoint (24 kHz, 100 bands) on the CPU.
+TINY_MODEL_ARGS = [
+    "--checkpoint",
+    str(PARITY / "tiny_24k.pt"),
+    "--model-name",
+    str(PARITY / "tiny_24k_config.json"),
+    "--device",
+    "cpu",
+]
 REPO = Path(__file__).parent.parent
 
 

@@ -13,21 +13,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import PARITY, REPO
+from conftest import REPO, TINY_MODEL_ARGS
 
 from flow2gan.audio import load_audio
 from flow2gan.bin.common import load_model
 from flow2gan.bin.infer_dir import build_parser, main
 from flow2gan.vocode import DirVocoder, Job, Summary, VocodeOptions
 
-MODEL_ARGS = [
-    "--checkpoint",
-    str(PARITY / "tiny_24k.pt"),
-    "--model-name",
-    str(PARITY / "tiny_24k_config.json"),
-    "--device",
-    "cpu",
-]
+MODEL_ARGS = TINY_MODEL_ARGS
 HOP = 256
 GOOD_AUDIO = ["a24.wav", "b16.wav", "c_stereo.wav", "sub/d24.wav"]
 GOOD_MEL = {"m.pt": 40, "m2d.pt": 25}

@@ -6,19 +6,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import PARITY, REPO
+from conftest import REPO, TINY_MODEL_ARGS
 
 from flow2gan.audio import load_audio
 from flow2gan.bin.infer_dir import main
 
-MODEL_ARGS = [
-    "--checkpoint",
-    str(PARITY / "tiny_24k.pt"),
-    "--model-name",
-    str(PARITY / "tiny_24k_config.json"),
-    "--device",
-    "cpu",
-]
+MODEL_ARGS = TINY_MODEL_ARGS
 HOP = 256
 
 

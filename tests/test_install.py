@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PARITY, REPO
+from conftest import REPO, TINY_MODEL_ARGS
 
 # Importing any of these from the inference path would break `pip install flow2gan` (no extras).
 EXTRAS_ONLY = (
@@ -35,12 +35,7 @@ def test_inference_api_and_infer_dir_need_no_extras(tmp_path):
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     (src / "fox.wav").write_bytes((REPO / "test_data" / "wav" / "us_male_fox.wav").read_bytes())
-    model_args = [
-        "--checkpoint",
-        str(PARITY / "tiny_24k.pt"),
-        "--model-name",
-        str(PARITY / "tiny_24k_config.json"),
-    ]
+    model_args = TINY_MODEL_ARGS[:4]
     code = f"""
 import torch
 from flow2gan import get_model

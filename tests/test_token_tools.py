@@ -74,14 +74,9 @@ def test_infer_dir_token_model_without_codec(checkpoint, inputs, tmp_path, capsy
 
 
 def test_infer_dir_codec_rejected_for_mel_model(codec_dir, inputs, tmp_path):
-    from conftest import PARITY
+    from conftest import TINY_MODEL_ARGS
 
-    flags = [
-        "--checkpoint",
-        str(PARITY / "tiny_24k.pt"),
-        "--model-name",
-        str(PARITY / "tiny_24k_config.json"),
-    ]
+    flags = TINY_MODEL_ARGS[:4]
     with pytest.raises(SystemExit):
         infer_dir(
             [*flags, "--input-dir", str(inputs), "--output-dir", str(tmp_path), "--codec", str(codec_dir)]
