@@ -91,7 +91,7 @@ def experiment_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, i
     model, trained_for = averaged.generator, averaged.n_timesteps
     n = resolve_n_timesteps(args.n_timesteps, trained_for, "warn", f"epoch {args.epoch} of {args.exp_dir}")
     name = averaged_model_name(args.epoch, args.avg, args.use_averaged_model, load_gan=False)
-    return model.to(resolve_device(args.device)), n, args.exp_dir / f"wav-{name}-pred-step-{n}"
+    return model.to(args.device), n, args.exp_dir / f"wav-{name}-pred-step-{n}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.checkpoint or args.hf_model_name) and not args.output_dir:
         p.error("--output-dir is required with --checkpoint/--hf-model-name")
     try:
-        resolve_device(args.device)
+        args.device = resolve_device(args.device)
     except ValueError as exc:
         p.error(str(exc))
     setup_logging(log_file=args.exp_dir / "log" / f"log-infer-{time.strftime('%Y-%m-%d-%H-%M-%S')}")
