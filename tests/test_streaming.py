@@ -13,13 +13,7 @@ from flow2gan.models.token_generator import build_generator
 from flow2gan.sampling import chunk_context
 from flow2gan.streaming import NOISE_BLOCK_SAMPLES, StreamingVocoder, stream_frames, stream_noise
 
-SMALL_44K = GeneratorConfig(
-    sampling_rate=44100,
-    n_mels=128,
-    mel_n_fft=2048,
-    mel_hop_length=512,
-    n_ffts=(1024, 512, 256),
-    hop_lengths=(512, 256, 128),
+SMALL_44K = get_generator_config("mel_44k_128band_512x_base").replace(
     channels=(24, 16, 16),
     time_embed_channels=16,
     hidden_factor=2,
@@ -27,8 +21,6 @@ SMALL_44K = GeneratorConfig(
     cond_enc_channels=16,
     cond_enc_hidden_factor=2,
     cond_enc_num_layers=1,
-    loss_n_fft=2048,
-    loss_hop_length=512,
 )
 
 
