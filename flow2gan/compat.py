@@ -12,8 +12,8 @@ flow2gan itself needs none of them; they are gathered here so that each is visib
   state: :data:`CHECKPOINT_PLACEHOLDERS`.
 * ``cfg["n_mels"]`` item access on configs (``GeneratorConfig.__getitem__``) and
   ``MelAudioGenerator(**config_dict)``: reference scripts treat the config as a dict.
-* Boolean flags accept ``yes/true/t/y/1`` and ``no/false/f/n/0`` (:func:`flow2gan.bin.common.str2bool`),
-  and the literal ``None`` means "not given" (:func:`flow2gan.bin.common.optional_str`).
+* Boolean flags accept ``yes/true/t/y/1`` and ``no/false/f/n/0`` (:func:`flow2gan.cli.str2bool`),
+  and the literal ``None`` means "not given" (:func:`flow2gan.cli.optional_str`).
 """
 
 from __future__ import annotations
