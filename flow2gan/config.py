@@ -72,6 +72,9 @@ class GeneratorConfig(ConfigMapping):
     loss_scale_max: float = 100.0
     branch_dropout: float = 0.05
     max_add_noise_scale: float = 0.0
+    # flow2gan extension (not in the paper; off in its configs): magnitudes from the mel envelope,
+    # see flow2gan.models.envelope.
+    envelope_precond: bool = False
 
     def __post_init__(self) -> None:
         for name in ("n_ffts", "hop_lengths", "channels", "conv_kernel_sizes", "num_layers"):
@@ -138,6 +141,8 @@ class TokenGeneratorConfig(GeneratorConfig):
             raise ValueError(f"n_mels ({self.n_mels}) must equal codebook_dim ({self.codebook_dim})")
         if self.max_add_noise_scale:
             raise ValueError("max_add_noise_scale must be 0 for a token-conditioned generator")
+        if self.envelope_precond:
+            raise ValueError("envelope_precond needs a mel condition; token-conditioned generators have none")
         counts = [self.n_codebooks(b) for b in self.bandwidths]
         if not self.bandwidths or len(set(counts)) != len(counts):
             raise ValueError(f"bandwidths {self.bandwidths} must be non-empty with distinct codebook counts")
@@ -186,6 +191,9 @@ CONFIGS: dict[str, GeneratorConfig] = {
     ),
     # Same structure as mel_24k_base, small enough to train on a laptop CPU (mini recipe, smoke runs).
     "mel_24k_small": _24K_BASE.replace(**_SMALL),
+    # mel_24k_small with mel-envelope preconditioning (flow2gan.models.envelope): what CPU-budget
+    # training uses (learning benchmark, mini and LJ Speech recipes).
+    "mel_24k_small_envelope": _24K_BASE.replace(**_SMALL, envelope_precond=True),
     "encodec_24k_base": _ENCODEC_24K_BASE,
     # encodec_24k_base with the widths and depths of mel_24k_small (CPU scale).
     "encodec_24k_small": _ENCODEC_24K_BASE.replace(**_SMALL),

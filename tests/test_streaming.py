@@ -50,6 +50,7 @@ def models(tiny) -> dict[str, MelAudioGenerator]:
         "tiny": tiny,
         "small": random_model(get_generator_config("mel_24k_small")),
         "44k": random_model(SMALL_44K),
+        "envelope": random_model(get_generator_config("mel_24k_small_envelope")),
     }
 
 
@@ -90,7 +91,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "44k"])
+@pytest.mark.parametrize("name", ["tiny", "small", "44k", "envelope"])
 @pytest.mark.parametrize("n_timesteps", [1, 2, 4])
 @pytest.mark.parametrize("pattern", ["one", "random", "all"])
 def test_stream_equals_offline(models, real_mel, name, n_timesteps, pattern):

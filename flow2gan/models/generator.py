@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from flow2gan import sampling
 from flow2gan.config import GeneratorConfig
 from flow2gan.features import LinearFilterSpectrogram, complex_stft
+from flow2gan.models.envelope import MelEnvelope
 from flow2gan.models.modules import BiasNorm, ConvNeXtBlock, fit_length, sinusoidal_embedding
 
 
@@ -148,11 +149,14 @@ class BranchEstimator(nn.Module):
         time_scales: list[Tensor],
         lengths: Tensor | None,
         transform: nn.Module | None = None,
+        scalings: tuple[Tensor, Tensor, Tensor] | None = None,
     ) -> Tensor:
         """(B, T) -> (B, T); the last ``T mod hop`` samples are zeros.
 
         ``transform`` (with ``analyze``/``synthesize`` like this module's) replaces torch.stft/istft,
-        e.g. by the export-friendly versions of :mod:`flow2gan.deploy`.
+        e.g. by the export-friendly versions of :mod:`flow2gan.deploy`. ``scalings`` = per-bin
+        ``(c_in, c_skip, c_out)`` of envelope preconditioning (:mod:`flow2gan.models.envelope`):
+        the decoder sees ``c_in * STFT`` and the output spectrum is ``c_skip * STFT + c_out * decoder``.
         """
         transform = self if transform is None else transform
         n_samples = x.shape[-1]
@@ -162,7 +166,13 @@ class BranchEstimator(nn.Module):
         real, imag = transform.analyze(x.to(wave_dtype))
         net_dtype = self.decoder.in_proj.weight.dtype
         mask = None if lengths is None else frame_mask(lengths, self.hop_length, real.shape[-1]).to(net_dtype)
-        out = self.decoder(torch.cat([real, imag], dim=1).to(net_dtype), cond_terms, time_scales, mask)
+        spec = torch.cat([real, imag], dim=1)
+        if scalings is not None:
+            c_in, c_skip, c_out = (s.repeat(1, 2, 1) for s in scalings)
+            out = self.decoder((c_in * spec).to(net_dtype), cond_terms, time_scales, mask)
+            out = c_skip * spec + c_out * out.to(wave_dtype)
+        else:
+            out = self.decoder(spec.to(net_dtype), cond_terms, time_scales, mask)
         if mask is not None:
             out = out * mask
         real, imag = out.to(wave_dtype).chunk(2, dim=1)
@@ -171,10 +181,12 @@ class BranchEstimator(nn.Module):
 
 @dataclass(frozen=True)
 class PreparedCondition:
-    """Everything that depends only on the mel: per-branch, per-block condition terms for T samples."""
+    """Everything that depends only on the mel: per-branch, per-block condition terms for T samples and,
+    with envelope preconditioning, the per-branch spectral envelopes (B, N_i/2+1, F_i)."""
 
     n_samples: int
     branch_terms: list[list[Tensor]]
+    envelopes: list[Tensor] | None = None
 
 
 class MelAudioGenerator(nn.Module):
@@ -199,6 +211,7 @@ class MelAudioGenerator(nn.Module):
         self.estimators = nn.ModuleList(
             BranchEstimator(config, i, cond_channels) for i in range(len(config.n_ffts))
         )
+        self.envelope = MelEnvelope(config) if config.envelope_precond else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -234,10 +247,15 @@ class MelAudioGenerator(nn.Module):
         return sampling.check_mel(mel, self.config, self.param_dtype)
 
     def encode_cond(self, mel: Tensor, check: bool = True) -> Tensor:
-        """Condition encoder, run once per call: (B, M, F) -> (B, E, F); ``check=False`` skips validation."""
+        """Condition encoder, run once per call: (B, M, F) -> (B, E, F); ``check=False`` skips validation.
+
+        With envelope preconditioning the log-mel rides along: (B, E + M, F), split again by
+        :meth:`prepare_condition`.
+        """
         if check:
             mel = self.check_cond(mel)
-        return mel if self.cond_encoder is None else self.cond_encoder(mel)
+        encoded = mel if self.cond_encoder is None else self.cond_encoder(mel)
+        return encoded if self.envelope is None else torch.cat([encoded, mel], dim=1)
 
     def chunk_context(self, n_timesteps: int) -> int:
         """Mel frames of context per chunk side for exact chunked inference."""
@@ -245,8 +263,16 @@ class MelAudioGenerator(nn.Module):
 
     def prepare_condition(self, cond_enc: Tensor, n_samples: int) -> PreparedCondition:
         """Per-branch condition terms for a waveform of ``n_samples`` (reused across Euler steps)."""
+        envelopes = None
+        if self.envelope is not None:
+            cond_enc, mel = cond_enc[:, : -self.config.n_mels], cond_enc[:, -self.config.n_mels :]
+            wave_dtype = sampling.waveform_dtype(mel.dtype)
+            envelopes = [
+                self.envelope(mel.to(wave_dtype), i, est.n_frames(n_samples))
+                for i, est in enumerate(self.estimators)
+            ]
         terms = [est.cond_terms(cond_enc, n_samples) for est in self.estimators]
-        return PreparedCondition(n_samples, terms)
+        return PreparedCondition(n_samples, terms, envelopes)
 
     def estimate_prepared(
         self,
@@ -263,10 +289,14 @@ class MelAudioGenerator(nn.Module):
         if t.numel() == 1 and x.shape[0] > 1:
             t = t.expand(x.shape[0])
         transforms = transforms if transforms is not None else [None] * len(self.estimators)
-        outs = [
-            est(x, terms, est.decoder.time_scales(t), lengths, transform)
-            for est, terms, transform in zip(self.estimators, cond.branch_terms, transforms, strict=True)
-        ]
+        outs = []
+        for i, (est, terms, transform) in enumerate(
+            zip(self.estimators, cond.branch_terms, transforms, strict=True)
+        ):
+            scalings = None
+            if cond.envelopes is not None:
+                scalings = self.envelope.scalings(cond.envelopes[i], t.to(cond.envelopes[i].dtype), i)
+            outs.append(est(x, terms, est.decoder.time_scales(t), lengths, transform, scalings))
         return self.fuse_branches(torch.stack(outs, dim=1))
 
     def fuse_branches(self, branches: Tensor) -> Tensor:
