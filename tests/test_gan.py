@@ -265,6 +265,27 @@ def test_generator_step_modes_and_gradients(formula_gan: GAN) -> None:
     formula_gan.zero_grad(set_to_none=True)
 
 
+def test_mel_only_generator_step_skips_the_discriminators(formula_gan: GAN) -> None:
+    """``adversarial=False``: loss = scale x mel L1, no discriminator runs or gets a gradient."""
+    audio, mel, lens = _short_batch()
+    formula_gan.zero_grad(set_to_none=True)
+    formula_gan.set_step_modes(discriminator_step=False)
+    calls = []
+    hooks = [d.register_forward_hook(lambda *a: calls.append(1)) for d in formula_gan.discriminator]
+    try:
+        loss_g, info = formula_gan(audio, mel, lens, 2, discriminator_step=False, adversarial=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert not calls and set(info) == {"loss_g", "mel_recon_loss"}
+    scale = formula_gan.loss_scales.mel_recon_loss_scale
+    assert torch.allclose(loss_g, scale * info["mel_recon_loss"])
+    loss_g.backward()
+    assert formula_gan.generator.gain.grad.abs() > 0
+    assert all(p.grad is None for p in formula_gan.discriminator.parameters())
+    formula_gan.zero_grad(set_to_none=True)
+
+
 def test_generator_output_shape_mismatch_is_rejected(formula_gan: GAN) -> None:
     """A fake whose length differs from the real batch raises instead of silently broadcasting."""
     audio, mel, _ = _short_batch()

@@ -241,10 +241,22 @@ class GAN(nn.Module):
         return loss_d, {k: v.detach() for k, v in info.items()}
 
     def generator_forward(
-        self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int
+        self,
+        audio: Tensor,
+        mel: Tensor,
+        audio_lens: Tensor | None,
+        n_timesteps: int,
+        adversarial: bool = True,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """G step: gradients through all generator steps (modes: :meth:`set_step_modes`) -> (loss_g, info)."""
+        """G step: gradients through all generator steps (modes: :meth:`set_step_modes`) -> (loss_g, info).
+
+        ``adversarial=False``: the mel reconstruction term alone, without running the discriminators.
+        """
         fake = self._generate(audio, mel, audio_lens, n_timesteps)
+        if not adversarial:
+            mel_loss = self.mel_recon_loss(audio, fake)
+            loss_g = self.loss_scales.mel_recon_loss_scale * mel_loss
+            return loss_g, {"loss_g": loss_g.detach(), "mel_recon_loss": mel_loss.detach()}
         _, scores_fake_mp, fmaps_real_mp, fmaps_fake_mp = self.mpd(audio, fake)
         _, scores_fake_mr, fmaps_real_mr, fmaps_fake_mr = self.mrd(audio, fake)
         info = {
@@ -272,7 +284,9 @@ class GAN(nn.Module):
         audio_lens: Tensor | None,
         n_timesteps: int,
         discriminator_step: bool,
+        adversarial: bool = True,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Dispatches to :meth:`discriminator_forward` or :meth:`generator_forward` (for DDP wrapping)."""
-        step = self.discriminator_forward if discriminator_step else self.generator_forward
-        return step(audio, mel, audio_lens, n_timesteps)
+        if discriminator_step:
+            return self.discriminator_forward(audio, mel, audio_lens, n_timesteps)
+        return self.generator_forward(audio, mel, audio_lens, n_timesteps, adversarial)

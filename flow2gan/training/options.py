@@ -129,6 +129,12 @@ class GANOptions:
     n_timesteps: int = _opt(1, "Euler steps of the generator being fine-tuned", min=1)
     loss_scales: GANLossScales = field(default_factory=GANLossScales)
     gen_start_batch_idx: int = _opt(1000, "discriminator-only batches before the G/D alternation")
+    mel_only_batches: int = _opt(
+        0,
+        "first batches train the generator on the mel loss alone, without any discriminator work "
+        "(a flow2gan option for CPU budgets; 0 = the paper's schedule)",
+        min=0,
+    )
 
     def __post_init__(self) -> None:
         check_minimums(self)

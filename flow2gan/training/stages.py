@@ -171,6 +171,7 @@ class GANStage:
         self.gan_name = gan_opts.gan_name
         self.n_timesteps = gan_opts.n_timesteps
         self.gen_start_batch_idx = gan_opts.gen_start_batch_idx
+        self.mel_only_batches = gan_opts.mel_only_batches
         self.train_disc = True
         self.optimizer_g = ScaledAdam(
             self.module.generator.named_parameters(), lr=gan_opts.base_lr_gen, clipping_scale=2.0
@@ -207,7 +208,16 @@ class GANStage:
     def losses(
         self, model: nn.Module, mel: Tensor, audio: Tensor, lens: Tensor, batch_idx_train: int
     ) -> StageLosses:
-        """A discriminator batch (D-only until ``--gen-start-batch-idx``), then G and D batches alternate."""
+        """A discriminator batch (D-only until ``--gen-start-batch-idx``), then G and D batches alternate.
+
+        The first ``--mel-only-batches`` batches are generator batches with the mel loss alone.
+        """
+        if batch_idx_train < self.mel_only_batches:
+            self.module.set_step_modes(discriminator_step=False)
+            loss, metrics = model(
+                audio, mel, lens, self.n_timesteps, discriminator_step=False, adversarial=False
+            )
+            return StageLosses(loss, metrics, "g")
         discriminator_step = self.train_disc
         self.module.set_step_modes(discriminator_step)
         loss, metrics = model(audio, mel, lens, self.n_timesteps, discriminator_step=discriminator_step)
