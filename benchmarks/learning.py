@@ -11,6 +11,9 @@ rest for stage 2; evaluation time is not counted) and is evaluated every ``--eva
 minutes. Metrics (``flow2gan.eval``): wide-band PESQ, STOI, multi-resolution STFT distance, and CREPE
 V/UV F1 and periodicity error. Baselines in the same run: the untrained generator, the mel
 pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0.99, librosa).
+The defaults are the settings measured best for a CPU budget (``mel_24k_small_envelope``, 20 % of the
+minutes in stage 1, a 4-step stage 2 at generator LR 0.02 / 5000 batches, G/D alternation from the first
+batch; ``benchmarks/README.md``); the paper's settings remain the training CLIs' defaults.
 
 Token models (``--model-name encodec_24k_small --codec SOURCE``): the generator learns from EnCodec codes
 (drawn bandwidths in training, ``--bandwidth`` for the evaluation points); the baselines are the untrained
@@ -92,9 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--heldout-dir", type=Path, action="append", required=True, help="repeatable")
     p.add_argument("--minutes", type=float, required=True, help="total training minutes (both stages)")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--stage1-share", type=float, default=0.5, help="fraction of --minutes for stage 1")
+    p.add_argument("--stage1-share", type=float, default=0.2, help="fraction of --minutes for stage 1")
     p.add_argument("--eval-every", type=float, default=None, help="training minutes between evaluations")
-    p.add_argument("--model-name", default="mel_24k_small")
+    p.add_argument("--model-name", default="mel_24k_small_envelope")
     p.add_argument("--gan-name", default="gan_small_multi_scale_mel_recon")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--duration", type=float, default=1.5, help="training crop length in seconds")
@@ -103,11 +106,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup-batches", type=float, default=100)
     p.add_argument("--avg-fraction", type=float, default=0.5, help="share of each stage that is averaged")
     p.add_argument("--average-period", type=int, default=10)
-    p.add_argument("--n-timesteps", type=int, default=1, help="steps of the stage-2 generator")
-    p.add_argument("--base-lr-gen", type=float, default=0.002)
+    p.add_argument("--n-timesteps", type=int, default=4, help="steps of the stage-2 generator")
+    p.add_argument("--base-lr-gen", type=float, default=0.02)
     p.add_argument("--base-lr-disc", type=float, default=0.02)
-    p.add_argument("--lr-batches-gen", type=float, default=20000)
-    p.add_argument("--gen-start-batch-idx", type=int, default=20)
+    p.add_argument("--lr-batches-gen", type=float, default=5000)
+    p.add_argument("--gen-start-batch-idx", type=int, default=0)
+    p.add_argument(
+        "--mel-only-batches", type=int, default=0, help="stage-2 batches on the mel loss alone first"
+    )
     p.add_argument("--mel-recon-loss-scale", type=float, default=45.0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: usable cores, max 2)")
     p.add_argument("--pitch", type=int, default=1, help="0: skip CREPE (V/UV F1, periodicity = NaN)")
@@ -472,6 +478,7 @@ def main(argv: list[str] | None = None) -> int:
             "--n-timesteps", str(args.n_timesteps), "--base-lr-gen", str(args.base_lr_gen),
             "--base-lr-disc", str(args.base_lr_disc), "--lr-batches-gen", str(args.lr_batches_gen),
             "--gen-start-batch-idx", str(args.gen_start_batch_idx),
+            "--mel-only-batches", str(args.mel_only_batches),
             "--mel-recon-loss-scale", str(args.mel_recon_loss_scale),
         ]  # fmt: skip
         trainer2 = make_trainer(flags, stage1=False)

@@ -7,9 +7,12 @@
 #   4 export, 5 vocode the held-out files, 6 metrics (PESQ, STOI, V/UV F1, periodicity, pitch RMSE).
 # Settings (override as --name value or from the environment):
 #   1 GPU:  device=cuda batch_size=64 duration=1.5 model_name=mel_24k_base gan_name=gan_multi_scale_mel_recon
-#           pretrain_epochs=100 finetune_epochs=10 (the paper's stage-1 settings are batch 256 x 2 GPUs).
-#   CPU (default here): mel_24k_small, narrow discriminators, batch 8 x 1.5 s, short LR warm-up; see
-#           benchmarks/README.md for what such a budget reaches (benchmarks/learning.py).
+#           pretrain_epochs=100 finetune_epochs=10 finetune_lr=0.002 finetune_lr_batches=20000
+#           gen_start=1000 n_timesteps=2 (the paper's stage-1 settings are batch 256 x 2 GPUs).
+#   CPU (default here): mel_24k_small_envelope (mel-envelope preconditioning), narrow discriminators,
+#           batch 8 x 1.5 s, short LR warm-up, 4-step stage 2 at generator LR 0.02 with G/D alternation
+#           from the first batch: the settings benchmarks/learning.py measured best for a CPU budget
+#           (benchmarks/README.md has the numbers).
 # Usage: bash recipes/ljspeech/run.sh [--wav-dir DIR] [--stage 0] [--stop-stage 6] [--out exp/ljspeech]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +25,7 @@ wav_dir=${wav_dir:-}                      # offline: a folder of LJ Speech wavs 
 download_dir=${download_dir:-download}    # where lhotse puts LJSpeech-1.1/
 n_heldout=${n_heldout:-100}               # last utterances held out (use ~6 with the 32-file subset)
 device=${device:-cpu}
-model_name=${model_name:-mel_24k_small}
+model_name=${model_name:-mel_24k_small_envelope}
 gan_name=${gan_name:-gan_small_multi_scale_mel_recon}
 batch_size=${batch_size:-8}
 duration=${duration:-1.5}
@@ -33,8 +36,10 @@ pretrain_lr=${pretrain_lr:-0.035}
 warmup_batches=${warmup_batches:-100}     # the paper's 500 is most of a short run
 finetune_epochs=${finetune_epochs:-4}
 finetune_avg=${finetune_avg:-2}
-n_timesteps=${n_timesteps:-2}
-gen_start=${gen_start:-1000}              # discriminator-only batches before G/D alternation
+n_timesteps=${n_timesteps:-4}
+gen_start=${gen_start:-0}                 # discriminator-only batches before G/D alternation (paper: 1000)
+finetune_lr=${finetune_lr:-0.02}          # stage-2 generator LR (paper: 0.002 after 139 k stage-1 steps)
+finetune_lr_batches=${finetune_lr_batches:-5000}  # its Eden2 decay length (paper: 20000)
 
 . recipes/parse_options.sh
 
@@ -98,6 +103,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   $python -m flow2gan.bin.finetune "${common[@]}" --exp-dir "$ft" --num-epochs "$finetune_epochs" \
     --generator-model-path "$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
+    --base-lr-gen "$finetune_lr" --lr-batches-gen "$finetune_lr_batches" \
     --save-every-n 1 --average-period 10 --log-interval 50 --valid-interval 1000
 fi
 

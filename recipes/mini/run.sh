@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Mini recipe: the whole Flow2GAN pipeline on a laptop CPU, on the project's own test_data/ (plus more
-# espeak-ng speech when espeak-ng and sox are installed). It shows the method learning end to end:
+# Mini recipe: the whole Flow2GAN pipeline on a laptop CPU in ~15 minutes. It shows the method learning
+# end to end:
 #   0 data + untrained baseline, 1 flow-matching pre-training, 2 averaging, 3 GAN fine-tuning (N steps),
 #   4 export, 5 vocode the held-out utterances (and all of test_data/ with the final model),
 #   6 score the held-out utterances (PESQ/STOI) and print a table.
+# Training speech (stage 0 says which it uses): the LJ Speech subset LJ001-0001..0026 of
+# ../shared/data/ljspeech-32 when that folder exists (LJ001-0027/0028 are then held out), else the
+# project's own test_data/wav (espeak-ng speech, 3 files; us_female_question is held out), plus more
+# espeak-ng utterances when espeak-ng and sox are installed. --lj-dir DIR points at another copy.
+# The model is mel_24k_small_envelope (mel-envelope preconditioning: what makes a CPU budget count,
+# see benchmarks/README.md) and the fine-tuned generator runs 4 Euler steps.
 # Every setting below can be overridden from the environment or as --name value (e.g. --stage 3).
 # Usage: bash recipes/mini/run.sh [--stage 0] [--stop-stage 6] [--out exp/mini] ...
 set -euo pipefail
@@ -13,20 +19,23 @@ stage=${stage:-0}
 stop_stage=${stop_stage:-6}
 out=${out:-exp/mini}
 python=${python:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-model_name=${model_name:-mel_24k_small}
+model_name=${model_name:-mel_24k_small_envelope}
 gan_name=${gan_name:-gan_small_multi_scale_mel_recon}
-heldout=${heldout:-us_female_question}    # test_data/wav/<heldout>.wav is never trained on
+lj_dir=${lj_dir:-../shared/data/ljspeech-32}  # used when it exists
+heldout=${heldout:-us_female_question}    # without LJ Speech: test_data/wav/<heldout>.wav is held out
 extra_speech=${extra_speech:-auto}        # auto | yes | no: more espeak-ng utterances for training
-repeat=${repeat:-16}                      # manifest repeats: each epoch visits every file this often
+epoch_batches=${epoch_batches:-20}        # the manifest repeats each file so an epoch has ~this many batches
 batch_size=${batch_size:-8}
-pretrain_epochs=${pretrain_epochs:-80}
-pretrain_avg=${pretrain_avg:-20}
-finetune_epochs=${finetune_epochs:-12}
-finetune_avg=${finetune_avg:-4}
-gen_start=${gen_start:-20}                # discriminator-only batches before G/D alternation
-n_timesteps=${n_timesteps:-2}
+pretrain_epochs=${pretrain_epochs:-10}
+pretrain_avg=${pretrain_avg:-3}
+finetune_epochs=${finetune_epochs:-16}
+finetune_avg=${finetune_avg:-3}
+mel_only=${mel_only:-300}                 # stage-2 batches on the mel loss alone before the GAN phase
+gen_start=${gen_start:-0}                 # discriminator-only batches before G/D alternation
+n_timesteps=${n_timesteps:-4}
 warmup_batches=${warmup_batches:-100}     # the paper's 500-batch LR warm-up is most of a mini run
 pretrain_lr=${pretrain_lr:-0.035}
+finetune_lr=${finetune_lr:-0.02}          # generator LR of stage 2 (the paper's 0.002 assumes 139 k stage-1 steps)
 threads=${threads:-2}
 
 . recipes/parse_options.sh
@@ -54,11 +63,22 @@ extra_sentences=(
 if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   log "stage 0: data, manifests, untrained baseline"
   rm -rf "$data"; mkdir -p "$data/train_wav" "$data/heldout_wav"
-  [ -f "test_data/wav/$heldout.wav" ] || { echo "no test_data/wav/$heldout.wav" >&2; exit 1; }
-  for wav in test_data/wav/*.wav; do
-    name=$(basename "$wav" .wav)
-    if [ "$name" = "$heldout" ]; then cp "$wav" "$data/heldout_wav/"; else cp "$wav" "$data/train_wav/"; fi
-  done
+  if [ -f "$lj_dir/LJ001-0028.wav" ]; then
+    log "training speech: LJ001-0001..0026 of $lj_dir (held out: LJ001-0027, LJ001-0028) + test_data/wav"
+    for i in $(seq -w 1 26); do cp "$lj_dir/LJ001-00$i.wav" "$data/train_wav/"; done
+    # held-out references at the model rate (evaluate compares files of the same rate)
+    $python -c 'import sys; from flow2gan.audio import load_audio, save_audio
+for src in sys.argv[2:]: save_audio(sys.argv[1] + "/" + src.rsplit("/", 1)[-1], load_audio(src, 24000), 24000)' \
+      "$data/heldout_wav" "$lj_dir/LJ001-0027.wav" "$lj_dir/LJ001-0028.wav"
+    cp test_data/wav/*.wav "$data/train_wav/"
+  else
+    log "training speech: test_data/wav (espeak-ng, held out: $heldout); no LJ Speech at $lj_dir"
+    [ -f "test_data/wav/$heldout.wav" ] || { echo "no test_data/wav/$heldout.wav" >&2; exit 1; }
+    for wav in test_data/wav/*.wav; do
+      name=$(basename "$wav" .wav)
+      if [ "$name" = "$heldout" ]; then cp "$wav" "$data/heldout_wav/"; else cp "$wav" "$data/train_wav/"; fi
+    done
+  fi
   if [ "$extra_speech" = yes ] || { [ "$extra_speech" = auto ] && command -v espeak-ng >/dev/null && command -v sox >/dev/null; }; then
     log "generating ${#extra_sentences[@]} extra espeak-ng utterances"
     for i in "${!extra_sentences[@]}"; do
@@ -69,6 +89,8 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
       rm "$data/raw_$i.wav"
     done
   fi
+  n_files=$(ls "$data/train_wav" | wc -l)
+  repeat=$(( (epoch_batches * batch_size + n_files - 1) / n_files ))
   $python -m flow2gan.bin.prepare_manifests --wav-dir "$data/train_wav" --out "$data/train.jsonl.gz" --repeat "$repeat"
   $python -m flow2gan.bin.prepare_manifests --wav-dir "$data/train_wav" --out "$data/valid.jsonl.gz"
   $python -m flow2gan.bin.prepare_manifests --wav-dir "$data/heldout_wav" --out "$data/test.jsonl.gz"
@@ -96,6 +118,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   $python -m flow2gan.bin.finetune "${common[@]}" --exp-dir "$ft" --num-epochs "$finetune_epochs" \
     --generator-model-path "$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
+    --base-lr-gen "$finetune_lr" --lr-batches-gen 5000 --mel-only-batches "$mel_only" \
     --save-every-n 1 --keep-last-k $((finetune_avg + 1)) --average-period 10 --log-interval 20 --valid-interval 100
 fi
 
@@ -106,8 +129,9 @@ fi
 
 stage1_ckpt=$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt
 ft_ckpt=$ft/epoch-$finetune_epochs-avg-$finetune_avg-use-avg-model-only-gen.pt
-systems=("untrained|$out/untrained.pt|$n_timesteps" "stage1-${n_timesteps}step|$stage1_ckpt|$n_timesteps"
-         "stage1-4step|$stage1_ckpt|4" "finetuned-${n_timesteps}step|$ft_ckpt|$n_timesteps")
+systems=("untrained|$out/untrained.pt|$n_timesteps" "stage1-${n_timesteps}step|$stage1_ckpt|$n_timesteps")
+[ "$n_timesteps" = 4 ] || systems+=("stage1-4step|$stage1_ckpt|4")
+systems+=("finetuned-${n_timesteps}step|$ft_ckpt|$n_timesteps")
 
 if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
   log "stage 5: vocoding the held-out utterances"
