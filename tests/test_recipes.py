@@ -83,6 +83,8 @@ MINI_SHORT = [
     "1",
     "--n-timesteps",
     "2",
+    "--mel-only",
+    "10",
     "--gen-start",
     "4",
     "--threads",
