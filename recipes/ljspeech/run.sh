@@ -8,11 +8,11 @@
 # Settings (override as --name value or from the environment):
 #   1 GPU:  device=cuda batch_size=64 duration=1.5 model_name=mel_24k_base gan_name=gan_multi_scale_mel_recon
 #           pretrain_epochs=100 finetune_epochs=10 finetune_lr=0.002 finetune_lr_batches=20000
-#           gen_start=1000 n_timesteps=2 (the paper's stage-1 settings are batch 256 x 2 GPUs).
+#           gen_start=1000 n_timesteps=2 mel_only=0 (the paper's stage-1 settings are batch 256 x 2 GPUs).
 #   CPU (default here): mel_24k_small_envelope (mel-envelope preconditioning), narrow discriminators,
-#           batch 8 x 1.5 s, short LR warm-up, 4-step stage 2 at generator LR 0.02 with G/D alternation
-#           from the first batch: the settings benchmarks/learning.py measured best for a CPU budget
-#           (benchmarks/README.md has the numbers).
+#           batch 8 x 0.5 s, short LR warm-up, 4-step stage 2 at generator LR 0.02 trained on the mel loss
+#           alone (mel_only; set it below the stage's batch count to end with the GAN phase): the
+#           settings benchmarks/learning.py measured best for a CPU budget (benchmarks/README.md).
 # Usage: bash recipes/ljspeech/run.sh [--wav-dir DIR] [--stage 0] [--stop-stage 6] [--out exp/ljspeech]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -28,7 +28,7 @@ device=${device:-cpu}
 model_name=${model_name:-mel_24k_small_envelope}
 gan_name=${gan_name:-gan_small_multi_scale_mel_recon}
 batch_size=${batch_size:-8}
-duration=${duration:-1.5}
+duration=${duration:-0.5}
 num_workers=${num_workers:-2}
 pretrain_epochs=${pretrain_epochs:-20}
 pretrain_avg=${pretrain_avg:-5}
@@ -40,6 +40,7 @@ n_timesteps=${n_timesteps:-4}
 gen_start=${gen_start:-0}                 # discriminator-only batches before G/D alternation (paper: 1000)
 finetune_lr=${finetune_lr:-0.02}          # stage-2 generator LR (paper: 0.002 after 139 k stage-1 steps)
 finetune_lr_batches=${finetune_lr_batches:-5000}  # its Eden2 decay length (paper: 20000)
+mel_only=${mel_only:-1000000}             # stage-2 batches on the mel loss alone before the GAN phase (paper: 0)
 
 . recipes/parse_options.sh
 
@@ -103,7 +104,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   $python -m flow2gan.bin.finetune "${common[@]}" --exp-dir "$ft" --num-epochs "$finetune_epochs" \
     --generator-model-path "$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
-    --base-lr-gen "$finetune_lr" --lr-batches-gen "$finetune_lr_batches" \
+    --base-lr-gen "$finetune_lr" --lr-batches-gen "$finetune_lr_batches" --mel-only-batches "$mel_only" \
     --save-every-n 1 --average-period 10 --log-interval 50 --valid-interval 1000
 fi
 

@@ -24,13 +24,14 @@ gan_name=${gan_name:-gan_small_multi_scale_mel_recon}
 lj_dir=${lj_dir:-../shared/data/ljspeech-32}  # used when it exists
 heldout=${heldout:-us_female_question}    # without LJ Speech: test_data/wav/<heldout>.wav is held out
 extra_speech=${extra_speech:-auto}        # auto | yes | no: more espeak-ng utterances for training
-epoch_batches=${epoch_batches:-20}        # the manifest repeats each file so an epoch has ~this many batches
+epoch_batches=${epoch_batches:-100}       # the manifest repeats each file so an epoch has ~this many batches
 batch_size=${batch_size:-8}
-pretrain_epochs=${pretrain_epochs:-10}
-pretrain_avg=${pretrain_avg:-3}
-finetune_epochs=${finetune_epochs:-16}
+duration=${duration:-0.5}                 # crop seconds: 0.5 s crops learn faster per CPU-minute than 1.5 s
+pretrain_epochs=${pretrain_epochs:-20}
+pretrain_avg=${pretrain_avg:-5}
+finetune_epochs=${finetune_epochs:-12}
 finetune_avg=${finetune_avg:-3}
-mel_only=${mel_only:-300}                 # stage-2 batches on the mel loss alone before the GAN phase
+mel_only=${mel_only:-1000}                # stage-2 batches on the mel loss alone before the GAN phase
 gen_start=${gen_start:-0}                 # discriminator-only batches before G/D alternation
 n_timesteps=${n_timesteps:-4}
 warmup_batches=${warmup_batches:-100}     # the paper's 500-batch LR warm-up is most of a mini run
@@ -44,7 +45,7 @@ export OMP_NUM_THREADS=$threads
 data=$out/data
 pre=$out/exp-pretrain
 ft=$out/exp-finetune-step-$n_timesteps
-common=(--model-name "$model_name" --batch-size "$batch_size" --train-num-workers 1 --valid-num-workers 0
+common=(--model-name "$model_name" --batch-size "$batch_size" --duration "$duration" --train-num-workers 1 --valid-num-workers 0
         --train-recordings "$data/train.jsonl.gz" --valid-recordings "$data/valid.jsonl.gz"
         --test-recordings "$data/test.jsonl.gz" --tensorboard true --seed 42 --warmup-batches "$warmup_batches")
 log() { echo "$(date '+%H:%M:%S') [mini] $*"; }
