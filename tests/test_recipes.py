@@ -146,6 +146,8 @@ def test_ljspeech_recipe_offline_data_preparation(tmp_path):
     assert result.returncode == 0, result.stderr
     train = RecordingSet.from_file(out / "data" / "train.jsonl.gz")
     assert sorted(train.ids) == [f"LJ001-{i:04d}" for i in range(1, 27)]
-    held = sorted(p.name for p in (out / "data" / "heldout_wav").iterdir())
-    assert held == [f"LJ001-{i:04d}.wav" for i in range(27, 33)]
+    held = sorted((out / "data" / "heldout_wav").iterdir())
+    assert [p.name for p in held] == [f"LJ001-{i:04d}.wav" for i in range(27, 33)]
+    # references at the model's rate (LJ Speech is 22.05 kHz; evaluate refuses mismatched rates)
+    assert {sf.info(p).samplerate for p in held} == {24000}
     assert len(RecordingSet.from_file(out / "data" / "valid.jsonl.gz")) == 8

@@ -66,11 +66,14 @@ corpus = download_ljspeech(sys.argv[1])
 prepare_ljspeech(corpus, sys.argv[2])["recordings"].to_file(f"{sys.argv[2]}/all.jsonl.gz")
 PY
   fi
-  $python - "$data" "$n_heldout" <<'PY'
-import os, sys
+  $python - "$data" "$n_heldout" "$model_name" <<'PY'
+import sys
 from pathlib import Path
 from lhotse import RecordingSet
+from flow2gan import get_generator_config
+from flow2gan.audio import load_audio, save_audio
 data, n = Path(sys.argv[1]), int(sys.argv[2])
+sampling_rate = get_generator_config(sys.argv[3]).sampling_rate
 recs = sorted(RecordingSet.from_file(data / "all.jsonl.gz"), key=lambda r: r.id)
 if len(recs) <= n:
     raise SystemExit(f"{len(recs)} recordings, cannot hold out {n}")
@@ -79,10 +82,9 @@ RecordingSet.from_recordings(train).to_file(data / "train.jsonl.gz")
 RecordingSet.from_recordings(train[:8]).to_file(data / "valid.jsonl.gz")
 wavs = data / "heldout_wav"
 wavs.mkdir(exist_ok=True)
-for rec in held:
-    link = wavs / f"{rec.id}.wav"
-    if not link.exists():
-        os.symlink(Path(rec.sources[0].source).resolve(), link)
+for rec in held:  # references at the model's rate: evaluate compares files of the same rate
+    audio = load_audio(rec.sources[0].source, sampling_rate)
+    save_audio(wavs / f"{rec.id}.wav", audio, sampling_rate)
 print(f"{len(train)} training recordings, {len(held)} held out in {wavs}")
 PY
 fi
