@@ -1,13 +1,13 @@
-"""Vocode every audio file or log-mel tensor (.pt) of a folder into 16-bit WAVs at the model rate.
+"""Vocode every audio file or log-mel (.pt tensor, .npy array) of a folder into 16-bit WAVs at the model rate.
 
 Audio inputs (.wav .flac .mp3 .ogg) are downmixed, resampled and turned into the model's log-mel; .pt
-files hold a log-mel (1, n_mels, frames) or (n_mels, frames). Each input becomes <output-dir>/<same
+and .npy files hold a log-mel (1, n_mels, frames) or (n_mels, frames). Each input becomes <output-dir>/<same
 relative name>.wav, written atomically; existing outputs are skipped unless --overwrite, so an
 interrupted run resumes. Every file's start noise depends only on --seed and its relative path.
 --batch-size > 1 pads inputs of similar length into batches (an item shorter than its batch's longest
 then comes out slightly different near its end); the default 1 gives exact single-file output.
 Bad inputs are reported by name and skipped; the exit code is then 1. Token models (encodec_24k_*):
-audio is encoded by the EnCodec of --codec at --bandwidth and resynthesised; .pt files then hold codes.
+audio is encoded by the EnCodec of --codec at --bandwidth and resynthesised; .pt/.npy files then hold codes.
 Library API: flow2gan.vocode.vocode_dir.
 """
 
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_model_options(parser)
     add = parser.add_argument
-    add("--input-dir", type=Path, required=True, help="folder of audio files and/or log-mel .pt files")
+    add("--input-dir", type=Path, required=True, help="folder of audio files and/or log-mel .pt/.npy files")
     add("--output-dir", type=Path, required=True, help="where the .wav outputs go (created if needed)")
     add(
         "--chunk-size",
