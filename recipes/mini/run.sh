@@ -68,9 +68,10 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     log "training speech: LJ001-0001..0026 of $lj_dir (held out: LJ001-0027, LJ001-0028) + test_data/wav"
     for i in $(seq -w 1 26); do cp "$lj_dir/LJ001-00$i.wav" "$data/train_wav/"; done
     # held-out references at the model rate (evaluate compares files of the same rate)
-    $python -c 'import sys; from flow2gan.audio import load_audio, save_audio
-for src in sys.argv[2:]: save_audio(sys.argv[1] + "/" + src.rsplit("/", 1)[-1], load_audio(src, 24000), 24000)' \
-      "$data/heldout_wav" "$lj_dir/LJ001-0027.wav" "$lj_dir/LJ001-0028.wav"
+    $python -c 'import sys; from flow2gan import get_generator_config; from flow2gan.audio import load_audio, save_audio
+sr = get_generator_config(sys.argv[1]).sampling_rate
+for src in sys.argv[3:]: save_audio(sys.argv[2] + "/" + src.rsplit("/", 1)[-1], load_audio(src, sr), sr)' \
+      "$model_name" "$data/heldout_wav" "$lj_dir/LJ001-0027.wav" "$lj_dir/LJ001-0028.wav"
     cp test_data/wav/*.wav "$data/train_wav/"
   else
     log "training speech: test_data/wav (espeak-ng, held out: $heldout); no LJ Speech at $lj_dir"
