@@ -12,9 +12,12 @@ minutes. Metrics (``flow2gan.eval``): wide-band PESQ, STOI, multi-resolution STF
 V/UV F1 and periodicity error. Baselines in the same run: the untrained generator, the mel
 pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0.99, librosa).
 The defaults are the settings measured best for a CPU budget (``mel_24k_small_envelope``, 0.5 s crops,
-30 % of the minutes in stage 1, then the 4-step generator at LR 0.02 / 5000 batches on the mel loss alone
-for all of stage 2 — the GAN phase, ``--mel-only-batches N`` with a smaller N, lost at this budget;
+30 % of the minutes in stage 1, then the 4-step generator at LR 0.02 / 5000 batches on the mel loss plus
+the STFT phase-derivative loss (``--phase-loss-scale``, :mod:`flow2gan.models.spectral_losses`) for all
+of stage 2 — the GAN phase, ``--mel-only-batches N`` with a smaller N, lost at this budget;
 ``benchmarks/README.md``); the paper's settings remain the training CLIs' defaults.
+``--stage1-checkpoint`` skips stage 1 and starts stage 2 from an earlier run's averaged stage-1
+checkpoint (for stage-2 comparisons from one start).
 
 Token models (``--model-name encodec_24k_small --codec SOURCE``): the generator learns from EnCodec codes
 (drawn bandwidths in training, ``--bandwidth`` for the evaluation points); the baselines are the untrained
@@ -66,7 +69,7 @@ from flow2gan.training.options import (
     pretrain_parser,
 )
 from flow2gan.training.stages import FlowMatchingStage, GANStage
-from flow2gan.weights import save_atomic
+from flow2gan.weights import load_checkpoint, save_atomic
 
 logger = logging.getLogger("learning")
 
@@ -116,9 +119,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mel-only-batches",
         type=int,
         default=1_000_000,
-        help="stage-2 batches on the mel loss alone before the GAN phase (default: all of stage 2)",
+        help="stage-2 batches without discriminators (reconstruction losses only) before the GAN phase "
+        "(default: all of stage 2)",
     )
     p.add_argument("--mel-recon-loss-scale", type=float, default=45.0)
+    p.add_argument(
+        "--stage1-checkpoint",
+        type=Path,
+        default=None,
+        help="skip stage 1: start stage 2 from this averaged stage-1 checkpoint (e.g. an earlier run's "
+        "OUT/stage1-averaged.pt); its --stage1-share of --minutes counts as spent",
+    )
+    p.add_argument(
+        "--phase-loss-scale", type=float, default=45.0, help="stage-2 phase-derivative loss weight (0: off)"
+    )
+    p.add_argument(
+        "--stft-loss-scale", type=float, default=0.0, help="stage-2 linear-STFT loss weight (0: off)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: usable cores, max 2)")
     p.add_argument("--pitch", type=int, default=1, help="0: skip CREPE (V/UV F1, periodicity = NaN)")
     p.add_argument("--pitch-model", default="tiny", choices=["tiny", "full"], help="CREPE model size")
@@ -126,7 +143,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--codec", default=None, help="token models: EnCodec hub name or local folder")
     p.add_argument("--bandwidth", type=float, default=6.0, help="token models: kbps of the evaluation")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.stage1_checkpoint is not None and not args.stage1_checkpoint.is_file():
+        p.error(f"--stage1-checkpoint {args.stage1_checkpoint} is not a file")
+    return args
 
 
 def default_threads() -> int:
@@ -455,25 +475,28 @@ def main(argv: list[str] | None = None) -> int:
 
     train, valid = write_manifests(args, args.out / "data")
     exp1, exp2 = args.out / "exp-pretrain", args.out / "exp-finetune"
-    trainer1 = make_trainer(
-        common_flags(args, exp1, train, valid)
-        + ["--base-lr", str(args.base_lr), "--lr-batches", str(args.lr_batches), "--save-infer-steps", "1"],
-        stage1=True,
-    )
-    gen1 = trainer1.stage.generator
-    run1 = BudgetRun(trainer1, budget1, eval_every * 60, args.avg_fraction)
-
-    def eval_stage1(seconds: float) -> None:
-        for n in (1, 2, 4):
-            rec.point(seconds / 60, f"stage1-{n}step", gen1, n)
-
-    run1.run("stage 1 (flow matching)", eval_stage1)
     averaged1 = make_generator(config, args.codec)
-    averaged1.load_state_dict(run1.averaged_state())
+    stage1_s = budget1  # training seconds of stage 1 (a given --stage1-checkpoint counts as its share)
+    if args.stage1_checkpoint is None:
+        flags1 = ["--base-lr", str(args.base_lr), "--lr-batches", str(args.lr_batches)]
+        flags1 = common_flags(args, exp1, train, valid) + flags1 + ["--save-infer-steps", "1"]
+        trainer1 = make_trainer(flags1, stage1=True)
+        gen1 = trainer1.stage.generator
+        run1 = BudgetRun(trainer1, budget1, eval_every * 60, args.avg_fraction)
+
+        def eval_stage1(seconds: float) -> None:
+            for n in (1, 2, 4):
+                rec.point(seconds / 60, f"stage1-{n}step", gen1, n)
+
+        run1.run("stage 1 (flow matching)", eval_stage1)
+        averaged1.load_state_dict(run1.averaged_state())
+        stage1_s = run1.trained_s
+    else:
+        load_checkpoint(args.stage1_checkpoint, averaged1)
     stage1_ckpt = args.out / "stage1-averaged.pt"
     save_atomic({"model": averaged1.state_dict()}, stage1_ckpt)
     for n in (1, 2, 4):
-        rec.point(run1.trained_s / 60, f"stage1-{n}step", averaged1, n, pitch=True)
+        rec.point(stage1_s / 60, f"stage1-{n}step", averaged1, n, pitch=True)
     final_ckpt, final_gen, final_steps = stage1_ckpt, averaged1, 2
 
     if budget2 > 0:
@@ -484,15 +507,15 @@ def main(argv: list[str] | None = None) -> int:
             "--gen-start-batch-idx", str(args.gen_start_batch_idx),
             "--mel-only-batches", str(args.mel_only_batches),
             "--mel-recon-loss-scale", str(args.mel_recon_loss_scale),
+            "--phase-loss-scale", str(args.phase_loss_scale),
+            "--stft-loss-scale", str(args.stft_loss_scale),
         ]  # fmt: skip
         trainer2 = make_trainer(flags, stage1=False)
         system2 = f"stage2-{args.n_timesteps}step"
         run2 = BudgetRun(trainer2, budget2, eval_every * 60, args.avg_fraction)
         run2.run(
             "stage 2 (GAN)",
-            lambda s: rec.point(
-                (run1.trained_s + s) / 60, system2, trainer2.stage.generator, args.n_timesteps
-            ),
+            lambda s: rec.point((stage1_s + s) / 60, system2, trainer2.stage.generator, args.n_timesteps),
         )
         prefix = "generator."
         state = {k[len(prefix) :]: v for k, v in run2.averaged_state().items() if k.startswith(prefix)}
@@ -500,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         final_gen.load_state_dict(state)
         final_ckpt, final_steps = args.out / "stage2-averaged.pt", args.n_timesteps
         save_atomic({"model": final_gen.state_dict(), "n_timesteps": final_steps}, final_ckpt)
-        rec.point((run1.trained_s + run2.trained_s) / 60, system2, final_gen, final_steps, pitch=True)
+        rec.point((stage1_s + run2.trained_s) / 60, system2, final_gen, final_steps, pitch=True)
     rec.results["final_checkpoint"] = str(final_ckpt)
     rec.results["heldout_other"] = {
         str(d): {"final": eval_generator(final_gen, items, final_steps), **baselines(items)}

@@ -19,6 +19,7 @@ from flow2gan.models.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
 )
+from flow2gan.models.spectral_losses import phase_derivative_loss, stft_magnitude_loss
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,25 @@ class GANLossScales:
     mel_recon_loss_scale: float = field(
         default=45.0, metadata={"help": "weight of the multi-scale log-mel L1 loss in loss_g"}
     )
+    phase_loss_scale: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the STFT phase-derivative loss in loss_g (a flow2gan option for CPU "
+            "budgets; 0 = off, the paper's loss)"
+        },
+    )
+    stft_loss_scale: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the linear-STFT spectral-convergence + log-magnitude loss in loss_g "
+            "(a flow2gan option for CPU budgets; 0 = off, the paper's loss)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("phase_loss_scale", "stft_loss_scale"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 def discriminator_loss(scores_real: list[Tensor], scores_fake: list[Tensor]) -> Tensor:
@@ -207,6 +227,18 @@ class GAN(nn.Module):
             loss = loss + value
         return loss
 
+    def reconstruction_losses(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """``mel_recon_loss`` and, with scales > 0, ``phase_loss`` / ``stft_loss``: (B, T) x 2 -> ().
+
+        The extra terms are :mod:`flow2gan.models.spectral_losses` (flow2gan options, off by default).
+        """
+        losses = {"mel_recon_loss": self.mel_recon_loss(real, fake)}
+        if self.loss_scales.phase_loss_scale > 0:
+            losses["phase_loss"] = phase_derivative_loss(real, fake)
+        if self.loss_scales.stft_loss_scale > 0:
+            losses["stft_loss"] = stft_magnitude_loss(real, fake)
+        return losses
+
     def _generate(self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int) -> Tensor:
         """Unclamped N-step generator output (B, T), checked against the real batch's shape."""
         fake = self.generator.infer(
@@ -250,30 +282,32 @@ class GAN(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """G step: gradients through all generator steps (modes: :meth:`set_step_modes`) -> (loss_g, info).
 
-        ``adversarial=False``: the mel reconstruction term alone, without running the discriminators.
+        ``adversarial=False``: the reconstruction terms alone (:meth:`reconstruction_losses`), without
+        running the discriminators.
         """
         fake = self._generate(audio, mel, audio_lens, n_timesteps)
-        if not adversarial:
-            mel_loss = self.mel_recon_loss(audio, fake)
-            loss_g = self.loss_scales.mel_recon_loss_scale * mel_loss
-            return loss_g, {"loss_g": loss_g.detach(), "mel_recon_loss": mel_loss.detach()}
-        _, scores_fake_mp, fmaps_real_mp, fmaps_fake_mp = self.mpd(audio, fake)
-        _, scores_fake_mr, fmaps_real_mr, fmaps_fake_mr = self.mrd(audio, fake)
-        info = {
-            "gen_loss_mp": generator_loss(scores_fake_mp),
-            "gen_loss_mr": generator_loss(scores_fake_mr),
-            "feat_map_loss_mp": feature_matching_loss(fmaps_real_mp, fmaps_fake_mp),
-            "feat_map_loss_mr": feature_matching_loss(fmaps_real_mr, fmaps_fake_mr),
-            "mel_recon_loss": self.mel_recon_loss(audio, fake),
-        }
         scales = self.loss_scales
-        loss_g = (
-            scales.gen_loss_mp_scale * info["gen_loss_mp"]
-            + scales.gen_loss_mr_scale * info["gen_loss_mr"]
-            + scales.feat_map_loss_mp_scale * info["feat_map_loss_mp"]
-            + scales.feat_map_loss_mr_scale * info["feat_map_loss_mr"]
-            + scales.mel_recon_loss_scale * info["mel_recon_loss"]
-        )
+        info: dict[str, Tensor] = {}
+        loss_g = fake.new_zeros(())
+        if adversarial:
+            _, scores_fake_mp, fmaps_real_mp, fmaps_fake_mp = self.mpd(audio, fake)
+            _, scores_fake_mr, fmaps_real_mr, fmaps_fake_mr = self.mrd(audio, fake)
+            info["gen_loss_mp"] = generator_loss(scores_fake_mp)
+            info["gen_loss_mr"] = generator_loss(scores_fake_mr)
+            info["feat_map_loss_mp"] = feature_matching_loss(fmaps_real_mp, fmaps_fake_mp)
+            info["feat_map_loss_mr"] = feature_matching_loss(fmaps_real_mr, fmaps_fake_mr)
+            loss_g = (
+                scales.gen_loss_mp_scale * info["gen_loss_mp"]
+                + scales.gen_loss_mr_scale * info["gen_loss_mr"]
+                + scales.feat_map_loss_mp_scale * info["feat_map_loss_mp"]
+                + scales.feat_map_loss_mr_scale * info["feat_map_loss_mr"]
+            )
+        info.update(self.reconstruction_losses(audio, fake))
+        loss_g = loss_g + scales.mel_recon_loss_scale * info["mel_recon_loss"]
+        if "phase_loss" in info:
+            loss_g = loss_g + scales.phase_loss_scale * info["phase_loss"]
+        if "stft_loss" in info:
+            loss_g = loss_g + scales.stft_loss_scale * info["stft_loss"]
         info = {"loss_g": loss_g, **info}
         return loss_g, {k: v.detach() for k, v in info.items()}
 

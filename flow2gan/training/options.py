@@ -131,8 +131,9 @@ class GANOptions:
     gen_start_batch_idx: int = _opt(1000, "discriminator-only batches before the G/D alternation")
     mel_only_batches: int = _opt(
         0,
-        "first batches train the generator on the mel loss alone, without any discriminator work "
-        "(a flow2gan option for CPU budgets; 0 = the paper's schedule)",
+        "first batches train the generator on the reconstruction losses alone (mel, plus phase / STFT "
+        "when scaled), without any discriminator work (a flow2gan option for CPU budgets; 0 = the "
+        "paper's schedule)",
         min=0,
     )
 

@@ -210,7 +210,8 @@ class GANStage:
     ) -> StageLosses:
         """A discriminator batch (D-only until ``--gen-start-batch-idx``), then G and D batches alternate.
 
-        The first ``--mel-only-batches`` batches are generator batches with the mel loss alone.
+        The first ``--mel-only-batches`` batches are generator batches on the reconstruction losses alone
+        (the mel loss, plus the phase / STFT losses when scaled), without discriminators.
         """
         if batch_idx_train < self.mel_only_batches:
             self.module.set_step_modes(discriminator_step=False)

@@ -8,11 +8,13 @@
 # Settings (override as --name value or from the environment):
 #   1 GPU:  device=cuda batch_size=64 duration=1.5 model_name=mel_24k_base gan_name=gan_multi_scale_mel_recon
 #           pretrain_epochs=100 finetune_epochs=10 finetune_lr=0.002 finetune_lr_batches=20000
-#           gen_start=1000 n_timesteps=2 mel_only=0 (the paper's stage-1 settings are batch 256 x 2 GPUs).
+#           gen_start=1000 n_timesteps=2 mel_only=0 phase_loss=0 stft_loss=0 (the paper's stage-1
+#           settings are batch 256 x 2 GPUs).
 #   CPU (default here): mel_24k_small_envelope (mel-envelope preconditioning), narrow discriminators,
-#           batch 8 x 0.5 s, short LR warm-up, 4-step stage 2 at generator LR 0.02 trained on the mel loss
-#           alone (mel_only; set it below the stage's batch count to end with the GAN phase): the
-#           settings benchmarks/learning.py measured best for a CPU budget (benchmarks/README.md).
+#           batch 8 x 0.5 s, short LR warm-up, 4-step stage 2 at generator LR 0.02 trained without
+#           discriminators (mel_only; set it below the stage's batch count to end with the GAN phase) on
+#           the mel loss plus the STFT phase-derivative loss (phase_loss): the settings
+#           benchmarks/learning.py measured best for a CPU budget (benchmarks/README.md).
 # Usage: bash recipes/ljspeech/run.sh [--wav-dir DIR] [--stage 0] [--stop-stage 6] [--out exp/ljspeech]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -40,7 +42,9 @@ n_timesteps=${n_timesteps:-4}
 gen_start=${gen_start:-0}                 # discriminator-only batches before G/D alternation (paper: 1000)
 finetune_lr=${finetune_lr:-0.02}          # stage-2 generator LR (paper: 0.002 after 139 k stage-1 steps)
 finetune_lr_batches=${finetune_lr_batches:-5000}  # its Eden2 decay length (paper: 20000)
-mel_only=${mel_only:-1000000}             # stage-2 batches on the mel loss alone before the GAN phase (paper: 0)
+mel_only=${mel_only:-1000000}             # stage-2 batches without discriminators before the GAN phase (paper: 0)
+phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivative loss (paper: 0)
+stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
 
 . recipes/parse_options.sh
 
@@ -107,6 +111,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --generator-model-path "$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
     --base-lr-gen "$finetune_lr" --lr-batches-gen "$finetune_lr_batches" --mel-only-batches "$mel_only" \
+    --phase-loss-scale "$phase_loss" --stft-loss-scale "$stft_loss" \
     --save-every-n 1 --average-period 10 --log-interval 50 --valid-interval 1000
 fi
 

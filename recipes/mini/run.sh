@@ -9,7 +9,8 @@
 # project's own test_data/wav (espeak-ng speech, 3 files; us_female_question is held out), plus more
 # espeak-ng utterances when espeak-ng and sox are installed. --lj-dir DIR points at another copy.
 # The model is mel_24k_small_envelope (mel-envelope preconditioning: what makes a CPU budget count,
-# see benchmarks/README.md) and the fine-tuned generator runs 4 Euler steps.
+# see benchmarks/README.md), stage 2 adds the STFT phase-derivative loss, and the fine-tuned generator
+# runs 4 Euler steps.
 # Every setting below can be overridden from the environment or as --name value (e.g. --stage 3).
 # Usage: bash recipes/mini/run.sh [--stage 0] [--stop-stage 6] [--out exp/mini] ...
 set -euo pipefail
@@ -31,7 +32,9 @@ pretrain_epochs=${pretrain_epochs:-20}
 pretrain_avg=${pretrain_avg:-5}
 finetune_epochs=${finetune_epochs:-12}
 finetune_avg=${finetune_avg:-3}
-mel_only=${mel_only:-1000}                # stage-2 batches on the mel loss alone before the GAN phase
+mel_only=${mel_only:-1000}                # stage-2 batches without discriminators before the GAN phase
+phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivative loss (paper: 0)
+stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
 gen_start=${gen_start:-0}                 # discriminator-only batches before G/D alternation
 n_timesteps=${n_timesteps:-4}
 warmup_batches=${warmup_batches:-100}     # the paper's 500-batch LR warm-up is most of a mini run
@@ -121,6 +124,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --generator-model-path "$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
     --base-lr-gen "$finetune_lr" --lr-batches-gen 5000 --mel-only-batches "$mel_only" \
+    --phase-loss-scale "$phase_loss" --stft-loss-scale "$stft_loss" \
     --save-every-n 1 --keep-last-k $((finetune_avg + 1)) --average-period 10 --log-interval 20 --valid-interval 100
 fi
 

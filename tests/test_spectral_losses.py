@@ -1,0 +1,129 @@
+"""The stage-2 phase-derivative and STFT-magnitude losses (flow2gan options) and their GAN wiring."""
+
+import math
+
+import pytest
+import torch
+
+from flow2gan.config import get_generator_config
+from flow2gan.features import complex_stft
+from flow2gan.models.gan import GAN, GANLossScales
+from flow2gan.models.generator import MelAudioGenerator
+from flow2gan.models.spectral_losses import phase_derivative_loss, stft_magnitude_loss
+
+SR = 24000
+
+
+def voiced(n: int = 12288, f0: float = 150.0, seed: int = 0) -> torch.Tensor:
+    """(2, n): harmonic signals with a slow vibrato, plus a little noise."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n) / SR
+    out = []
+    for b in range(2):
+        phase = 2 * math.pi * (f0 * (1 + 0.1 * b) * t + 2.0 * torch.sin(2 * math.pi * 3 * t))
+        x = sum(torch.sin(k * phase) / k for k in range(1, 12))
+        out.append(0.2 * x + 0.002 * torch.randn(n, generator=g))
+    return torch.stack(out)
+
+
+def random_phase(x: torch.Tensor, n_fft: int = 1024, seed: int = 1) -> torch.Tensor:
+    """Same STFT magnitudes, uniformly random phases (one iSTFT, no iterations)."""
+    window = torch.hann_window(n_fft)
+    spec = complex_stft(x, n_fft, n_fft // 4, window)
+    g = torch.Generator().manual_seed(seed)
+    phase = torch.rand(spec.shape, generator=g) * 2 * math.pi
+    spec = spec.abs() * torch.exp(1j * phase)
+    return torch.istft(spec, n_fft, n_fft // 4, n_fft, window, length=x.shape[-1])
+
+
+def test_phase_loss_zero_for_identical_and_polarity_invariant() -> None:
+    x = voiced()
+    assert phase_derivative_loss(x, x.clone()).item() < 1e-3
+    assert phase_derivative_loss(x, -x).item() < 1e-3  # a mel does not determine the polarity
+    assert stft_magnitude_loss(x, x.clone()).item() < 1e-5
+    assert stft_magnitude_loss(x, -x).item() < 1e-5
+
+
+def test_phase_loss_sees_what_magnitudes_miss() -> None:
+    x = voiced()
+    scrambled = random_phase(x)
+    noisy = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(2))
+    assert phase_derivative_loss(x, scrambled).item() > 0.2  # measured 0.32
+    assert phase_derivative_loss(x, noisy).item() < 0.02  # measured 0.0005
+    # scaling the level leaves the phase untouched but is a magnitude error
+    assert phase_derivative_loss(x, 0.5 * x).item() < 1e-3
+    assert stft_magnitude_loss(x, 0.5 * x).item() > 0.5
+
+
+def test_group_delay_sees_a_time_shift() -> None:
+    """Isolated clicks shifted by 128 samples keep their instantaneous frequency but not their group delay
+    (phase step between bins 2 pi 128 / n_fft: 1 - cos = 1 at n_fft 512, 0.29 at 1024)."""
+    x = torch.zeros(2, 12288)
+    x[:, 100::2048] = 1.0
+    x = x + 0.001 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert phase_derivative_loss(x, torch.roll(x, 128, dims=-1)).item() > 0.2  # measured 0.41
+
+
+def test_losses_have_finite_gradients_for_partly_silent_output() -> None:
+    x = voiced()
+    for loss_fn in (phase_derivative_loss, stft_magnitude_loss):
+        fake = x.clone()
+        fake[:, x.shape[-1] // 2 :] = 0
+        fake.requires_grad_(True)
+        loss_fn(x, fake).backward()
+        assert torch.isfinite(fake.grad).all()
+        assert fake.grad.abs().sum() > 0
+
+
+def test_stft_loss_zero_for_identical_signals_with_silent_bins() -> None:
+    x = voiced()
+    x[:, 4096:8192] = 0  # digital silence: magnitudes below every floor
+    assert stft_magnitude_loss(x, x.clone()).item() < 1e-5
+    assert phase_derivative_loss(x, x.clone()).item() < 1e-3
+
+
+def test_negative_loss_scales_are_rejected() -> None:
+    for name in ("phase_loss_scale", "stft_loss_scale"):
+        with pytest.raises(ValueError, match=name):
+            GANLossScales(**{name: -1.0})
+
+
+def test_losses_reject_mismatched_shapes() -> None:
+    x = voiced()
+    for loss_fn in (phase_derivative_loss, stft_magnitude_loss):
+        with pytest.raises(ValueError, match="differ in shape"):
+            loss_fn(x, x[:, :-256])
+
+
+def test_gan_adds_the_terms_only_when_scaled() -> None:
+    torch.manual_seed(0)
+    config = get_generator_config("mel_24k_small_envelope").replace(branch_dropout=0.0)
+    generator = MelAudioGenerator(config)
+    audio = voiced(n=24 * 256)
+    mel = torch.randn(2, config.n_mels, 24)
+    paper = GAN.from_config(generator, "gan_small_multi_scale_mel_recon")
+    scales = GANLossScales(phase_loss_scale=20.0, stft_loss_scale=10.0)
+    extra = GAN.from_config(generator, "gan_small_multi_scale_mel_recon", loss_scales=scales)
+    for gan in (paper, extra):
+        gan.set_step_modes(discriminator_step=False)
+    torch.manual_seed(1)  # the same start noise for both
+    loss_p, info_p = paper(audio, mel, None, 2, discriminator_step=False, adversarial=False)
+    torch.manual_seed(1)
+    loss_e, info_e = extra(audio, mel, None, 2, discriminator_step=False, adversarial=False)
+    assert set(info_p) == {"loss_g", "mel_recon_loss"}
+    assert set(info_e) == {"loss_g", "mel_recon_loss", "phase_loss", "stft_loss"}
+    torch.testing.assert_close(info_e["mel_recon_loss"], info_p["mel_recon_loss"])
+    expected = 45.0 * info_e["mel_recon_loss"] + 20.0 * info_e["phase_loss"] + 10.0 * info_e["stft_loss"]
+    torch.testing.assert_close(loss_e.detach(), expected)
+    torch.testing.assert_close(loss_p.detach(), 45.0 * info_p["mel_recon_loss"])
+    loss_adv, info_adv = extra(audio, mel, None, 2, discriminator_step=False, adversarial=True)
+    adversarial = (
+        info_adv["gen_loss_mp"]
+        + 0.1 * info_adv["gen_loss_mr"]
+        + info_adv["feat_map_loss_mp"]
+        + 0.1 * info_adv["feat_map_loss_mr"]
+    )
+    reconstruction = (
+        45.0 * info_adv["mel_recon_loss"] + 20.0 * info_adv["phase_loss"] + 10.0 * info_adv["stft_loss"]
+    )
+    torch.testing.assert_close(loss_adv.detach(), adversarial + reconstruction)
