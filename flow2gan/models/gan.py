@@ -227,17 +227,22 @@ class GAN(nn.Module):
             loss = loss + value
         return loss
 
-    def reconstruction_losses(self, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        """``mel_recon_loss`` and, with scales > 0, ``phase_loss`` / ``stft_loss``: (B, T) x 2 -> ().
+    def reconstruction_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Weighted sum of the reconstruction terms and the terms: (B, T) x 2 -> ((), {name: ()}).
 
-        The extra terms are :mod:`flow2gan.models.spectral_losses` (flow2gan options, off by default).
+        ``mel_recon_loss`` always; ``phase_loss`` / ``stft_loss`` (:mod:`flow2gan.models.spectral_losses`,
+        flow2gan options) only when their scales are > 0.
         """
-        losses = {"mel_recon_loss": self.mel_recon_loss(real, fake)}
-        if self.loss_scales.phase_loss_scale > 0:
-            losses["phase_loss"] = phase_derivative_loss(real, fake)
-        if self.loss_scales.stft_loss_scale > 0:
-            losses["stft_loss"] = stft_magnitude_loss(real, fake)
-        return losses
+        scales = self.loss_scales
+        terms = {"mel_recon_loss": self.mel_recon_loss(real, fake)}
+        loss = scales.mel_recon_loss_scale * terms["mel_recon_loss"]
+        if scales.phase_loss_scale > 0:
+            terms["phase_loss"] = phase_derivative_loss(real, fake)
+            loss = loss + scales.phase_loss_scale * terms["phase_loss"]
+        if scales.stft_loss_scale > 0:
+            terms["stft_loss"] = stft_magnitude_loss(real, fake)
+            loss = loss + scales.stft_loss_scale * terms["stft_loss"]
+        return loss, terms
 
     def _generate(self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int) -> Tensor:
         """Unclamped N-step generator output (B, T), checked against the real batch's shape."""
@@ -282,7 +287,7 @@ class GAN(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """G step: gradients through all generator steps (modes: :meth:`set_step_modes`) -> (loss_g, info).
 
-        ``adversarial=False``: the reconstruction terms alone (:meth:`reconstruction_losses`), without
+        ``adversarial=False``: the reconstruction terms alone (:meth:`reconstruction_loss`), without
         running the discriminators.
         """
         fake = self._generate(audio, mel, audio_lens, n_timesteps)
@@ -302,12 +307,9 @@ class GAN(nn.Module):
                 + scales.feat_map_loss_mp_scale * info["feat_map_loss_mp"]
                 + scales.feat_map_loss_mr_scale * info["feat_map_loss_mr"]
             )
-        info.update(self.reconstruction_losses(audio, fake))
-        loss_g = loss_g + scales.mel_recon_loss_scale * info["mel_recon_loss"]
-        if "phase_loss" in info:
-            loss_g = loss_g + scales.phase_loss_scale * info["phase_loss"]
-        if "stft_loss" in info:
-            loss_g = loss_g + scales.stft_loss_scale * info["stft_loss"]
+        reconstruction, terms = self.reconstruction_loss(audio, fake)
+        info.update(terms)
+        loss_g = loss_g + reconstruction
         info = {"loss_g": loss_g, **info}
         return loss_g, {k: v.detach() for k, v in info.items()}
 

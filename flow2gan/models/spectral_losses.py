@@ -21,6 +21,8 @@ Both take waveforms (B, T) and return a scalar; the STFTs are centred, Hann-wind
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -31,9 +33,13 @@ STFT_LOSS_N_FFTS = (512, 1024, 2048)
 _PHASOR_EPS = 1e-4  # relative to the mean magnitude: keeps the unit phasor's gradient bounded near zero
 
 
-def _stft(audio: Tensor, n_fft: int) -> Tensor:
-    window = torch.hann_window(n_fft, device=audio.device, dtype=audio.dtype)
-    return complex_stft(audio, n_fft, n_fft // 4, window)
+def _stft_pairs(real: Tensor, fake: Tensor, n_ffts: tuple[int, ...]) -> Iterator[tuple[Tensor, Tensor]]:
+    """Complex STFTs ``(X, Y)`` of reference and output per resolution; ``ValueError`` if shapes differ."""
+    if real.shape != fake.shape:
+        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
+    for n_fft in n_ffts:
+        window = torch.hann_window(n_fft, device=real.device, dtype=real.dtype)
+        yield complex_stft(real, n_fft, n_fft // 4, window), complex_stft(fake, n_fft, n_fft // 4, window)
 
 
 def _neighbour_products(spec: Tensor, dim: int) -> Tensor:
@@ -51,11 +57,8 @@ def phase_derivative_loss(real: Tensor, fake: Tensor, n_ffts: tuple[int, ...] = 
     the sums pool the whole batch, so louder crops weigh more. Averaged over the 2 × len(n_ffts) terms.
     real, fake: (B, T) -> () in [0, 2]; 0 when the derivatives agree wherever the reference has energy.
     """
-    if real.shape != fake.shape:
-        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
     loss = real.new_zeros(())
-    for n_fft in n_ffts:
-        ref, gen = _stft(real, n_fft), _stft(fake, n_fft)
+    for ref, gen in _stft_pairs(real, fake, n_ffts):
         for dim in (-1, -2):
             p, q = _neighbour_products(ref, dim), _neighbour_products(gen, dim)
             q_abs = q.abs()
@@ -71,11 +74,9 @@ def stft_magnitude_loss(real: Tensor, fake: Tensor, n_ffts: tuple[int, ...] = ST
     Both magnitudes are clamped at 1e-7 before the log (as in the mel loss); sums and means pool the
     whole batch. real, fake: (B, T) -> ().
     """
-    if real.shape != fake.shape:
-        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
     loss = real.new_zeros(())
-    for n_fft in n_ffts:
-        ref, gen = _stft(real, n_fft).abs(), _stft(fake, n_fft).abs()  # d|z|/dz = 0 at z = 0
+    for ref_spec, gen_spec in _stft_pairs(real, fake, n_ffts):
+        ref, gen = ref_spec.abs(), gen_spec.abs()  # d|z|/dz = 0 at z = 0
         convergence = torch.linalg.vector_norm(ref - gen) / (torch.linalg.vector_norm(ref) + 1e-12)
         log_ref, log_gen = torch.log(ref.clamp(min=LOG_CLAMP)), torch.log(gen.clamp(min=LOG_CLAMP))
         log_l1 = torch.mean(torch.abs(log_ref - log_gen))
