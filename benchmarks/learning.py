@@ -113,7 +113,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n-timesteps", type=int, default=4, help="steps of the stage-2 generator")
     p.add_argument("--base-lr-gen", type=float, default=0.02)
     p.add_argument("--base-lr-disc", type=float, default=0.02)
-    p.add_argument("--lr-batches-gen", type=float, default=5000)
+    p.add_argument(
+        "--lr-batches-gen",
+        type=float,
+        default=1500,
+        help="stage-2 Eden2 LR decay constant (1500 beat 5000 at 28 and 60 min, benchmarks/README.md)",
+    )
     p.add_argument("--gen-start-batch-idx", type=int, default=0)
     p.add_argument(
         "--mel-only-batches",
@@ -200,8 +205,13 @@ def score(item: HeldOut, pred: np.ndarray, sampling_rate: int, pitch: bool) -> d
 
 
 def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Per-metric mean over files (NaN-aware)."""
-    return {k: float(np.nanmean([r[k] for r in rows])) if rows else math.nan for k in METRICS}
+    """Per-metric mean over files, ignoring NaN (a metric that is NaN everywhere stays NaN, silently)."""
+    out = {}
+    for k in METRICS:
+        values = np.array([r[k] for r in rows], dtype=np.float64)
+        finite = values[~np.isnan(values)]
+        out[k] = float(finite.mean()) if finite.size else math.nan
+    return out
 
 
 @torch.no_grad()
