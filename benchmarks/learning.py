@@ -12,9 +12,9 @@ minutes. Metrics (``flow2gan.eval``): wide-band PESQ, STOI, multi-resolution STF
 V/UV F1 and periodicity error. Baselines in the same run: the untrained generator, the mel
 pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0.99, librosa).
 The defaults are the settings measured best for a CPU budget (``mel_24k_small_envelope``, 0.5 s crops,
-30 % of the minutes in stage 1, then the 4-step generator at LR 0.02 / 5000 batches on the mel loss plus
-the STFT phase-derivative loss (``--phase-loss-scale``, :mod:`flow2gan.models.spectral_losses`) for all
-of stage 2 — the GAN phase, ``--mel-only-batches N`` with a smaller N, lost at this budget;
+30 % of the minutes in stage 1, then the 4-step generator at LR 0.02 (Eden2 constant 1500) on the mel
+loss plus the STFT phase-derivative loss (``--phase-loss-scale``, :mod:`flow2gan.models.spectral_losses`)
+for all of stage 2 — the GAN phase, ``--mel-only-batches N`` with a smaller N, lost at this budget;
 ``benchmarks/README.md``); the paper's settings remain the training CLIs' defaults.
 ``--stage1-checkpoint`` skips stage 1 and starts stage 2 from an earlier run's averaged stage-1
 checkpoint (for stage-2 comparisons from one start).
@@ -149,6 +149,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--codec", default=None, help="token models: EnCodec hub name or local folder")
     p.add_argument("--bandwidth", type=float, default=6.0, help="token models: kbps of the evaluation")
     args = p.parse_args(argv)
+    for folder in (args.train_dir, *args.heldout_dir):
+        if not folder.is_dir():
+            p.error(f"{folder} is not a folder")
     if args.stage1_checkpoint is not None and not args.stage1_checkpoint.is_file():
         p.error(f"--stage1-checkpoint {args.stage1_checkpoint} is not a file")
     return args
@@ -424,7 +427,7 @@ def plot_curve(results: dict, path: Path, title: str) -> None:
 
 
 def summary_table(results: dict) -> str:
-    """Markdown table: baselines, then the last point of every system, then the best PESQ reached."""
+    """Markdown table: baselines, then the last point of every system (a stage's last: its averaged model)."""
     lines = ["| system | minutes | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 2) + "|"]
     for name, m in results["baselines"].items():
         lines.append(f"| {name} (baseline) | – | " + " | ".join(f"{m[k]:.3f}" for k in METRICS) + " |")
