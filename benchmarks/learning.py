@@ -17,7 +17,11 @@ loss plus the STFT phase-derivative loss (``--phase-loss-scale``, :mod:`flow2gan
 for all of stage 2 — the GAN phase, ``--mel-only-batches N`` with a smaller N, lost at this budget;
 ``benchmarks/README.md``); the paper's settings remain the training CLIs' defaults.
 ``--stage1-checkpoint`` skips stage 1 and starts stage 2 from an earlier run's averaged stage-1
-checkpoint (for stage-2 comparisons from one start).
+checkpoint (for stage-2 comparisons from one start). Training runs as ``--processes`` data-parallel
+processes (DDP over gloo, default: one per usable core, at most 2, one torch thread each), each on its
+share of ``--batch-size``; rank 0 keeps the clock, evaluates (on every core, while the other ranks wait)
+and averages. On the 2-core machine 2 processes x 1 thread made 1.17x the stage-1 and 1.06x the stage-2
+batches of 1 process x 2 threads (``benchmarks/README.md``).
 
 Token models (``--model-name encodec_24k_small --codec SOURCE``): the generator learns from EnCodec codes
 (drawn bandwidths in training, ``--bandwidth`` for the evaluation points); the baselines are the untrained
@@ -139,9 +143,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--phase-loss-scale", type=float, default=45.0, help="stage-2 phase-derivative loss weight (0: off)"
     )
     p.add_argument(
+        "--phase-loss-n-ffts",
+        default="512,1024",
+        help="comma-separated STFT sizes of the phase-derivative loss",
+    )
+    p.add_argument(
         "--stft-loss-scale", type=float, default=0.0, help="stage-2 linear-STFT loss weight (0: off)"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: usable cores, max 2)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="data-parallel training processes (DDP, gloo), each on its share of --batch-size "
+        "(default: usable cores, max 2)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per training process (default: usable cores / processes)",
+    )
     p.add_argument("--pitch", type=int, default=1, help="0: skip CREPE (V/UV F1, periodicity = NaN)")
     p.add_argument("--pitch-model", default="tiny", choices=["tiny", "full"], help="CREPE model size")
     p.add_argument("--pitch-seconds", type=float, default=3.0, help="CREPE on the first s of each file")
@@ -154,10 +175,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"{folder} is not a folder")
     if args.stage1_checkpoint is not None and not args.stage1_checkpoint.is_file():
         p.error(f"--stage1-checkpoint {args.stage1_checkpoint} is not a file")
+    args.processes = args.processes or usable_cores()
+    if args.processes < 1 or args.batch_size % args.processes:
+        p.error(f"--batch-size {args.batch_size} must split evenly over --processes {args.processes}")
+    args.threads = args.threads or max(1, usable_cores() // args.processes)
     return args
 
 
-def default_threads() -> int:
+def usable_cores() -> int:
     """Cores this process may use, at most 2 (the benchmark's reference machine)."""
     return max(1, min(2, len(os.sched_getaffinity(0))))
 
@@ -282,11 +307,14 @@ def at_bandwidth(items: list[HeldOut], codec: EncodecTokenizer, bandwidth: float
 
 
 def common_flags(args: argparse.Namespace, exp: Path, train: Path, valid: Path) -> list[str]:
-    """Flags both training CLIs share (real option parsers, so the run uses the CLI's defaults)."""
+    """Flags both training CLIs share (real option parsers, so the run uses the CLI's defaults).
+
+    ``--batch-size`` is per process: the benchmark's batch split over ``--processes``.
+    """
     codec = ["--codec", args.codec] if args.codec else []
     return [*codec,
         "--exp-dir", str(exp), "--train-recordings", str(train), "--valid-recordings", str(valid),
-        "--model-name", args.model_name, "--batch-size", str(args.batch_size),
+        "--model-name", args.model_name, "--batch-size", str(args.batch_size // args.processes),
         "--duration", str(args.duration), "--train-num-workers", "0", "--valid-num-workers", "0",
         "--tensorboard", "false", "--num-epochs", "1000000", "--valid-interval", "100000000",
         "--log-interval", "100", "--average-period", str(args.average_period),
@@ -295,7 +323,11 @@ def common_flags(args: argparse.Namespace, exp: Path, train: Path, valid: Path) 
 
 
 class BudgetRun:
-    """Drives a Trainer epoch by epoch until a training-time budget is spent, calling back to evaluate."""
+    """Drives a Trainer epoch by epoch until a training-time budget is spent, calling back to evaluate.
+
+    Under DDP every rank runs it; rank 0's clock decides for all (it is broadcast after each epoch), only
+    rank 0 evaluates and averages, and the other ranks wait for it at a barrier.
+    """
 
     def __init__(self, trainer: Trainer, budget_s: float, eval_every_s: float, avg_fraction: float) -> None:
         self.trainer = trainer
@@ -308,10 +340,11 @@ class BudgetRun:
     def run(self, name: str, on_eval) -> None:  # noqa: ANN001 - callback(trained_seconds)
         """Train until the budget is spent; ``on_eval(seconds)`` at every interval (not at the end)."""
         t = self.trainer
+        main = t.ctx.is_main
         t.build_data()
         next_eval = self.eval_every_s
         epoch = 0
-        bar = tqdm(total=round(self.budget_s), desc=name, unit="s", position=0)
+        bar = tqdm(total=round(self.budget_s), desc=name, unit="s", position=0, disable=not main)
         while self.trained_s < self.budget_s:
             epoch += 1
             fix_random_seed(t.opts.seed + epoch - 1)
@@ -319,21 +352,23 @@ class BudgetRun:
             t.stage.module.train()
             start = time.perf_counter()
             t.train_one_epoch(epoch)
-            spent = time.perf_counter() - start
-            self.trained_s += spent
+            spent = torch.tensor([time.perf_counter() - start if main else 0.0], dtype=torch.float64)
+            self.trained_s += float(distributed.all_reduce_sum(spent, t.ctx)[0])
             bar.update(round(min(self.trained_s, self.budget_s)) - bar.n)
             bar.set_postfix(batches=t.batch_idx_train + 1)
-            if self.avg_start is None and self.trained_s >= self.avg_start_s:
+            if main and self.avg_start is None and self.trained_s >= self.avg_start_s:
                 self.avg_start = (t.batch_idx_train, state_copy(t.model_avg))
             if next_eval <= self.trained_s < self.budget_s:
-                on_eval(self.trained_s)
+                if main:
+                    on_eval(self.trained_s)
+                barrier(t.ctx)
                 while next_eval <= self.trained_s:
                     next_eval += self.eval_every_s
         bar.close()
         t.save(epoch)
 
     def averaged_state(self) -> dict:
-        """The model averaged over the batches since the averaging window started."""
+        """The model averaged over the batches since the averaging window started (rank 0 only)."""
         t = self.trainer
         period = t.opts.average_period
         b_start, start = self.avg_start
@@ -346,17 +381,22 @@ class BudgetRun:
         return {k: v.float() if v.is_floating_point() else v for k, v in avg.items()}
 
 
+def barrier(ctx: distributed.DistContext) -> None:
+    """Wait for every rank (no-op in a single process)."""
+    if ctx.distributed:
+        torch.distributed.barrier()
+
+
 def state_copy(module: torch.nn.Module) -> dict:
     """A detached copy of a module's state dict."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
-def make_trainer(flags: list[str], stage1: bool) -> Trainer:
-    """A single-process Trainer from CLI flags (the same path as ``flow2gan.bin.pretrain/finetune``)."""
+def make_trainer(flags: list[str], stage1: bool, ctx: distributed.DistContext) -> Trainer:
+    """A Trainer for this rank from CLI flags (the same path as ``flow2gan.bin.pretrain/finetune``)."""
     args = (pretrain_parser() if stage1 else finetune_parser()).parse_args(flags)
     opts = common_options(args)
     opts.exp_dir.mkdir(parents=True, exist_ok=True)
-    ctx = distributed.setup(0, 1, opts.master_port, opts.device)
     if stage1:
         fm = flow_matching_options(args)
         return Trainer(opts, ctx, lambda fresh: FlowMatchingStage(opts, fm))
@@ -365,18 +405,39 @@ def make_trainer(flags: list[str], stage1: bool) -> Trainer:
 
 
 class Recorder:
-    """Collects evaluation points and keeps results.json current after each one."""
+    """Collects evaluation points and keeps results.json current after each one.
 
-    def __init__(self, out: Path, items: list[HeldOut]) -> None:
+    ``eval_threads`` (> 0): torch threads while evaluating, e.g. every core while the other training
+    processes wait at a barrier; the training thread count is restored afterwards.
+    """
+
+    def __init__(
+        self, out: Path, items: list[HeldOut], eval_threads: int = 0, results: dict | None = None
+    ) -> None:
         self.out = out
         self.items = items
-        self.results: dict = {"baselines": {}, "points": [], "final_checkpoint": None}
+        self.eval_threads = eval_threads
+        self.results: dict = results or {"baselines": {}, "points": [], "final_checkpoint": None}
+        self.results.setdefault("points", [])
+        self.results.setdefault("final_checkpoint", None)
+
+    @classmethod
+    def load(cls, out: Path, items: list[HeldOut], eval_threads: int = 0) -> Recorder:
+        """The recorder of ``out/results.json`` as the last save left it (``null`` metrics read as NaN)."""
+        return cls(
+            out, items, eval_threads, json.loads((out / "results.json").read_text(), object_hook=nan_metrics)
+        )
 
     def point(
         self, minutes: float, system: str, generator: MelAudioGenerator, n_steps: int, pitch: bool = False
     ) -> None:
         """Evaluate ``generator`` with ``n_steps`` and record it at ``minutes`` of training."""
-        metrics = eval_generator(generator, self.items, n_steps, pitch)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.eval_threads or threads)
+        try:
+            metrics = eval_generator(generator, self.items, n_steps, pitch)
+        finally:
+            torch.set_num_threads(threads)
         self.results["points"].append({"minutes": round(minutes, 3), "system": system, **metrics})
         logger.info("%6.2f min  %-14s %s", minutes, system, fmt(metrics))
         self.save()
@@ -384,8 +445,24 @@ class Recorder:
     def save(self) -> None:
         """Write ``results.json`` atomically enough for polling (write then rename)."""
         tmp = self.out / "results.json.tmp"
-        tmp.write_text(json.dumps(self.results, indent=1))
+        tmp.write_text(json.dumps(json_safe(self.results), indent=1, allow_nan=False))
         tmp.replace(self.out / "results.json")
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every NaN float replaced by None, so results.json is strict JSON (``null``)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def nan_metrics(obj: dict) -> dict:
+    """``json.loads`` hook: a metric that is ``null`` (not computed) reads back as NaN."""
+    return {k: math.nan if v is None and k in METRICS else v for k, v in obj.items()}
 
 
 def fmt(metrics: dict[str, float]) -> str:
@@ -441,11 +518,90 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def train_worker(
+    rank: int, world_size: int, args: argparse.Namespace, items: list[HeldOut], port: int
+) -> None:
+    """Both stages on one rank (``distributed.launch``); rank 0 evaluates and keeps ``results.json``."""
+    torch.set_num_threads(args.threads)
+    if world_size > 1:  # a spawned process (the single-process run keeps main's setting)
+        torch.set_num_interop_threads(1)
+    if world_size > 1:
+        os.environ["MASTER_PORT"] = str(port)
+    ctx = distributed.setup(rank, world_size, port, "cpu")
+    if not ctx.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    rec = Recorder.load(args.out, items, args.threads * world_size) if ctx.is_main else None
+    eval_every = (args.eval_every or max(args.minutes / 8, 0.5)) * 60
+    budget1 = args.minutes * args.stage1_share * 60
+    budget2 = args.minutes * 60 - budget1
+    config = get_generator_config(args.model_name)
+    train, valid = args.out / "data" / "train.jsonl.gz", args.out / "data" / "valid.jsonl.gz"
+    exp1, exp2 = args.out / "exp-pretrain", args.out / "exp-finetune"
+    stage1_ckpt = args.out / "stage1-averaged.pt"
+    averaged1 = make_generator(config, args.codec)
+    stage1_s = budget1  # training seconds of stage 1 (a given --stage1-checkpoint counts as its share)
+    if args.stage1_checkpoint is None:
+        flags1 = ["--base-lr", str(args.base_lr), "--lr-batches", str(args.lr_batches)]
+        flags1 = common_flags(args, exp1, train, valid) + flags1 + ["--save-infer-steps", "1"]
+        trainer1 = make_trainer(flags1, stage1=True, ctx=ctx)
+        gen1 = trainer1.stage.generator
+        run1 = BudgetRun(trainer1, budget1, eval_every, args.avg_fraction)
+
+        def eval_stage1(seconds: float) -> None:
+            for n in (1, 2, 4):
+                rec.point(seconds / 60, f"stage1-{n}step", gen1, n)
+
+        run1.run("stage 1 (flow matching)", eval_stage1)
+        stage1_s = run1.trained_s
+        if ctx.is_main:
+            averaged1.load_state_dict(run1.averaged_state())
+    else:
+        load_checkpoint(args.stage1_checkpoint, averaged1)
+    if ctx.is_main:
+        save_atomic({"model": averaged1.state_dict()}, stage1_ckpt)
+        for n in (1, 2, 4):
+            rec.point(stage1_s / 60, f"stage1-{n}step", averaged1, n, pitch=True)
+        rec.results["final_checkpoint"] = str(stage1_ckpt)
+        rec.results["final_steps"] = 2
+        rec.save()
+    barrier(ctx)
+    if budget2 > 0:
+        flags = common_flags(args, exp2, train, valid) + [
+            "--generator-model-path", str(stage1_ckpt), "--gan-name", args.gan_name,
+            "--n-timesteps", str(args.n_timesteps), "--base-lr-gen", str(args.base_lr_gen),
+            "--base-lr-disc", str(args.base_lr_disc), "--lr-batches-gen", str(args.lr_batches_gen),
+            "--gen-start-batch-idx", str(args.gen_start_batch_idx),
+            "--mel-only-batches", str(args.mel_only_batches),
+            "--mel-recon-loss-scale", str(args.mel_recon_loss_scale),
+            "--phase-loss-scale", str(args.phase_loss_scale),
+            "--phase-loss-n-ffts", args.phase_loss_n_ffts,
+            "--stft-loss-scale", str(args.stft_loss_scale),
+        ]  # fmt: skip
+        trainer2 = make_trainer(flags, stage1=False, ctx=ctx)
+        system2 = f"stage2-{args.n_timesteps}step"
+        run2 = BudgetRun(trainer2, budget2, eval_every, args.avg_fraction)
+        run2.run(
+            "stage 2 (fine-tuning)",
+            lambda s: rec.point((stage1_s + s) / 60, system2, trainer2.stage.generator, args.n_timesteps),
+        )
+        if ctx.is_main:
+            prefix = "generator."
+            state = {k[len(prefix) :]: v for k, v in run2.averaged_state().items() if k.startswith(prefix)}
+            final_gen = make_generator(config, args.codec)
+            final_gen.load_state_dict(state)
+            final_ckpt = args.out / "stage2-averaged.pt"
+            save_atomic({"model": final_gen.state_dict(), "n_timesteps": args.n_timesteps}, final_ckpt)
+            rec.point((stage1_s + run2.trained_s) / 60, system2, final_gen, args.n_timesteps, pitch=True)
+            rec.results["final_checkpoint"] = str(final_ckpt)
+            rec.results["final_steps"] = args.n_timesteps
+            rec.save()
+    distributed.cleanup(ctx)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns 0."""
     args = parse_args(argv)
-    threads = args.threads or default_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads * args.processes)
     torch.set_num_interop_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
@@ -455,10 +611,10 @@ def main(argv: list[str] | None = None) -> int:
         force=True,
     )
     logging.getLogger("flow2gan").setLevel(logging.WARNING)
-    logger.info("torch threads %d; options %s", threads, vars(args))
-    eval_every = args.eval_every or max(args.minutes / 8, 0.5)
-    budget1 = args.minutes * args.stage1_share * 60
-    budget2 = args.minutes * 60 - budget1
+    logger.info(
+        "%d training process(es) x %d torch thread(s), batch %d per process; options %s",
+        args.processes, args.threads, args.batch_size // args.processes, vars(args),
+    )  # fmt: skip
 
     config = get_generator_config(args.model_name)
     mel = mel_frontend(config)
@@ -467,7 +623,6 @@ def main(argv: list[str] | None = None) -> int:
     codec = load_tokenizer(args.codec) if args.codec else None
     cond_fn = audio_front_end(untrained, codec, args.bandwidth if codec else None)
     heldout = [load_heldout(d, cond_fn, config.sampling_rate, args) for d in args.heldout_dir]
-    rec = Recorder(args.out, heldout[0])
     logger.info("baselines on %s (%d files)", args.heldout_dir[0], len(heldout[0]))
 
     def baselines(items: list[HeldOut]) -> dict[str, dict[str, float]]:
@@ -478,66 +633,17 @@ def main(argv: list[str] | None = None) -> int:
             "random_phase": eval_classical(items, mel, 0),
         }
 
-    rec.results["baselines"] = {
-        **baselines(heldout[0]),
-        "untrained": eval_generator(untrained, heldout[0], 1),
-    }
-    for name, m in rec.results["baselines"].items():
+    results = {"baselines": {**baselines(heldout[0]), "untrained": eval_generator(untrained, heldout[0], 1)}}
+    for name, m in results["baselines"].items():
         logger.info("baseline %-12s %s", name, fmt(m))
-    rec.save()
+    Recorder(args.out, heldout[0], results=results).save()
+    write_manifests(args, args.out / "data")
+    distributed.launch(train_worker, args.processes, args, heldout[0], distributed.free_port())
 
-    train, valid = write_manifests(args, args.out / "data")
-    exp1, exp2 = args.out / "exp-pretrain", args.out / "exp-finetune"
-    averaged1 = make_generator(config, args.codec)
-    stage1_s = budget1  # training seconds of stage 1 (a given --stage1-checkpoint counts as its share)
-    if args.stage1_checkpoint is None:
-        flags1 = ["--base-lr", str(args.base_lr), "--lr-batches", str(args.lr_batches)]
-        flags1 = common_flags(args, exp1, train, valid) + flags1 + ["--save-infer-steps", "1"]
-        trainer1 = make_trainer(flags1, stage1=True)
-        gen1 = trainer1.stage.generator
-        run1 = BudgetRun(trainer1, budget1, eval_every * 60, args.avg_fraction)
-
-        def eval_stage1(seconds: float) -> None:
-            for n in (1, 2, 4):
-                rec.point(seconds / 60, f"stage1-{n}step", gen1, n)
-
-        run1.run("stage 1 (flow matching)", eval_stage1)
-        averaged1.load_state_dict(run1.averaged_state())
-        stage1_s = run1.trained_s
-    else:
-        load_checkpoint(args.stage1_checkpoint, averaged1)
-    stage1_ckpt = args.out / "stage1-averaged.pt"
-    save_atomic({"model": averaged1.state_dict()}, stage1_ckpt)
-    for n in (1, 2, 4):
-        rec.point(stage1_s / 60, f"stage1-{n}step", averaged1, n, pitch=True)
-    final_ckpt, final_gen, final_steps = stage1_ckpt, averaged1, 2
-
-    if budget2 > 0:
-        flags = common_flags(args, exp2, train, valid) + [
-            "--generator-model-path", str(stage1_ckpt), "--gan-name", args.gan_name,
-            "--n-timesteps", str(args.n_timesteps), "--base-lr-gen", str(args.base_lr_gen),
-            "--base-lr-disc", str(args.base_lr_disc), "--lr-batches-gen", str(args.lr_batches_gen),
-            "--gen-start-batch-idx", str(args.gen_start_batch_idx),
-            "--mel-only-batches", str(args.mel_only_batches),
-            "--mel-recon-loss-scale", str(args.mel_recon_loss_scale),
-            "--phase-loss-scale", str(args.phase_loss_scale),
-            "--stft-loss-scale", str(args.stft_loss_scale),
-        ]  # fmt: skip
-        trainer2 = make_trainer(flags, stage1=False)
-        system2 = f"stage2-{args.n_timesteps}step"
-        run2 = BudgetRun(trainer2, budget2, eval_every * 60, args.avg_fraction)
-        run2.run(
-            "stage 2 (GAN)",
-            lambda s: rec.point((stage1_s + s) / 60, system2, trainer2.stage.generator, args.n_timesteps),
-        )
-        prefix = "generator."
-        state = {k[len(prefix) :]: v for k, v in run2.averaged_state().items() if k.startswith(prefix)}
-        final_gen = make_generator(config, args.codec)
-        final_gen.load_state_dict(state)
-        final_ckpt, final_steps = args.out / "stage2-averaged.pt", args.n_timesteps
-        save_atomic({"model": final_gen.state_dict(), "n_timesteps": final_steps}, final_ckpt)
-        rec.point((stage1_s + run2.trained_s) / 60, system2, final_gen, final_steps, pitch=True)
-    rec.results["final_checkpoint"] = str(final_ckpt)
+    rec = Recorder.load(args.out, heldout[0])
+    final_gen = make_generator(config, args.codec)
+    load_checkpoint(Path(rec.results["final_checkpoint"]), final_gen)
+    final_steps = rec.results.pop("final_steps")
     rec.results["heldout_other"] = {
         str(d): {"final": eval_generator(final_gen, items, final_steps), **baselines(items)}
         for d, items in zip(args.heldout_dir[1:], heldout[1:], strict=True)
@@ -549,11 +655,11 @@ def main(argv: list[str] | None = None) -> int:
             final, baseline = eval_generator(final_gen, items, final_steps), eval_codec(items, codec)
             rec.results["per_bandwidth"][str(bandwidth)] = {"final": final, "encodec": baseline}
             logger.info("%5.1f kbps: final %s | encodec %s", bandwidth, fmt(final), fmt(baseline))
-    rec.results["settings"] = {**{k: str(v) for k, v in vars(args).items()}, "threads": threads}
+    rec.results["settings"] = {k: str(v) for k, v in vars(args).items()}
     rec.save()
     title = (
-        f"{args.model_name}, {args.minutes:g} training min on {threads} thread(s), "
-        f"held-out {args.heldout_dir[0].name}"
+        f"{args.model_name}, {args.minutes:g} training min, {args.processes} process(es) x "
+        f"{args.threads} thread(s), held-out {args.heldout_dir[0].name}"
     )
     plot_curve(rec.results, args.out / "curve.png", title)
     table = summary_table(rec.results)

@@ -2,7 +2,6 @@
 
 import os
 import random
-import socket
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -53,10 +52,3 @@ def codec_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("codec")
     model.save_pretrained(path)
     return path
-
-
-def free_port() -> int:
-    """A TCP port that was free a moment ago (the OS picks it), for DDP tests."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PARITY, REPO, free_port
+from conftest import PARITY, REPO
 
 from flow2gan.bin import prepare_manifests
+from flow2gan.training.distributed import free_port
 
 pytestmark = pytest.mark.slow  # each launch starts 2-3 Python processes (~15 s on 2 loaded cores)
 

@@ -1,12 +1,14 @@
 """benchmarks/learning.py: input checks before any work, and the NaN-aware means of its tables."""
 
+import json
 import math
 import sys
 import warnings
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+import torch
+from conftest import PARITY, REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -43,3 +45,44 @@ def test_mean_metrics_ignores_nan_and_keeps_all_nan_silently() -> None:
     assert means["pesq"] == 2.5 and means["stoi"] == 0.5
     assert math.isnan(means["vuv_f1"])
     assert all(math.isnan(v) for v in learning.mean_metrics([]).values())
+
+
+def test_batch_must_split_over_processes(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        learning.parse_args([*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--processes", "3"])
+    assert exit_info.value.code == 2
+    assert "must split evenly" in capsys.readouterr().err
+    args = learning.parse_args([*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--processes", "2"])
+    assert (args.processes, args.threads) == (2, max(1, learning.usable_cores() // 2))
+
+
+def strict_json(name: str) -> None:
+    raise AssertionError(f"results.json has {name}, which strict JSON parsers reject")
+
+
+@pytest.mark.slow
+def test_two_process_run_writes_the_contract_files(tmp_path: Path) -> None:
+    """Both stages on 2 DDP processes (batch 2 each): rank 0's clock, evaluations, averages and files."""
+    wavs = REPO / "test_data" / "wav"
+    out = tmp_path / "out"
+    argv = [
+        "--train-dir", str(wavs), "--heldout-dir", str(wavs), "--minutes", "0.2", "--out", str(out),
+        "--stage1-share", "0.5", "--eval-every", "0.05", "--processes", "2", "--threads", "1",
+        "--batch-size", "4", "--pitch", "0", "--model-name", str(PARITY / "tiny_24k_config.json"),
+        "--phase-loss-n-ffts", "256,512",
+    ]  # fmt: skip
+    assert learning.main(argv) == 0
+    results = json.loads((out / "results.json").read_text(), parse_constant=strict_json)
+    assert all(p["vuv_f1"] is None and p["pesq"] > 0 for p in results["points"])  # --pitch 0: null, not NaN
+    assert set(results["baselines"]) == {"griffin_lim", "random_phase", "untrained"}
+    systems = [p["system"] for p in results["points"]]
+    assert {"stage1-1step", "stage1-2step", "stage1-4step", "stage2-4step"} <= set(systems)
+    assert systems.count("stage2-4step") >= 2  # an interval point and the averaged model
+    minutes = [p["minutes"] for p in results["points"]]
+    assert minutes == sorted(minutes) and minutes[-1] >= 0.2
+    assert results["final_checkpoint"] == str(out / "stage2-averaged.pt")
+    assert "final_steps" not in results and results["settings"]["processes"] == "2"
+    ckpt = torch.load(out / "stage2-averaged.pt", map_location="cpu", weights_only=True)
+    assert ckpt["n_timesteps"] == 4
+    assert (out / "curve.png").stat().st_size > 0 and (out / "summary.md").is_file()
+    assert "2 training process(es) x 1 torch thread(s), batch 2 per process" in (out / "log.txt").read_text()

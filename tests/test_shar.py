@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import PARITY, REPO, free_port
+from conftest import PARITY, REPO
 from lhotse import CutSet, RecordingSet
 
 from flow2gan.bin import prepare_manifests, pretrain
@@ -23,6 +23,7 @@ from flow2gan.training.data import (
     make_train_loaders,
     set_loader_epoch,
 )
+from flow2gan.training.distributed import free_port
 
 SR = 24000
 WAVS = REPO / "test_data" / "wav"

@@ -127,3 +127,22 @@ def test_gan_adds_the_terms_only_when_scaled() -> None:
         45.0 * info_adv["mel_recon_loss"] + 20.0 * info_adv["phase_loss"] + 10.0 * info_adv["stft_loss"]
     )
     torch.testing.assert_close(loss_adv.detach(), adversarial + reconstruction)
+
+
+def test_gan_phase_loss_uses_the_configured_resolutions() -> None:
+    torch.manual_seed(0)
+    config = get_generator_config("mel_24k_small_envelope").replace(branch_dropout=0.0)
+    audio = voiced(n=24 * 256)
+    fake = random_phase(audio)
+    for n_ffts in ((512, 1024), (512, 1024, 2048), (256,)):
+        scales = GANLossScales(phase_loss_scale=1.0, phase_loss_n_ffts=n_ffts)
+        gan = GAN.from_config(
+            MelAudioGenerator(config), "gan_small_multi_scale_mel_recon", loss_scales=scales
+        )
+        _, terms = gan.reconstruction_loss(audio, fake)
+        torch.testing.assert_close(terms["phase_loss"], phase_derivative_loss(audio, fake, n_ffts))
+    assert GANLossScales().phase_loss_n_ffts == (512, 1024)
+    assert GANLossScales(phase_loss_n_ffts=[256, "512"]).phase_loss_n_ffts == (256, 512)
+    for bad in ((), (2,)):
+        with pytest.raises(ValueError, match="phase_loss_n_ffts"):
+            GANLossScales(phase_loss_n_ffts=bad)

@@ -19,7 +19,7 @@ from flow2gan.models.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
 )
-from flow2gan.models.spectral_losses import phase_derivative_loss, stft_magnitude_loss
+from flow2gan.models.spectral_losses import PHASE_LOSS_N_FFTS, phase_derivative_loss, stft_magnitude_loss
 
 
 @dataclass(frozen=True)
@@ -103,11 +103,18 @@ class GANLossScales:
             "(a flow2gan option for CPU budgets; 0 = off, the paper's loss)"
         },
     )
+    phase_loss_n_ffts: tuple[int, ...] = field(
+        default=PHASE_LOSS_N_FFTS,
+        metadata={"help": "STFT sizes of the phase-derivative loss (hop n_fft / 4)"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("phase_loss_scale", "stft_loss_scale"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        object.__setattr__(self, "phase_loss_n_ffts", tuple(int(n) for n in self.phase_loss_n_ffts))
+        if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
+            raise ValueError(f"phase_loss_n_ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
 
 
 def discriminator_loss(scores_real: list[Tensor], scores_fake: list[Tensor]) -> Tensor:
@@ -237,7 +244,7 @@ class GAN(nn.Module):
         terms = {"mel_recon_loss": self.mel_recon_loss(real, fake)}
         loss = scales.mel_recon_loss_scale * terms["mel_recon_loss"]
         if scales.phase_loss_scale > 0:
-            terms["phase_loss"] = phase_derivative_loss(real, fake)
+            terms["phase_loss"] = phase_derivative_loss(real, fake, scales.phase_loss_n_ffts)
             loss = loss + scales.phase_loss_scale * terms["phase_loss"]
         if scales.stft_loss_scale > 0:
             terms["stft_loss"] = stft_magnitude_loss(real, fake)
