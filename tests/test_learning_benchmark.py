@@ -2,6 +2,7 @@
 
 import json
 import math
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -71,7 +72,14 @@ def test_two_process_run_writes_the_contract_files(tmp_path: Path) -> None:
         "--batch-size", "4", "--pitch", "0", "--model-name", str(PARITY / "tiny_24k_config.json"),
         "--phase-loss-n-ffts", "256,512",
     ]  # fmt: skip
-    assert learning.main(argv) == 0
+    # a subprocess, as a user runs it: main() configures logging for the whole process
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "learning.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((out / "results.json").read_text(), parse_constant=strict_json)
     assert all(p["vuv_f1"] is None and p["pesq"] > 0 for p in results["points"])  # --pitch 0: null, not NaN
     assert set(results["baselines"]) == {"griffin_lim", "random_phase", "untrained"}
