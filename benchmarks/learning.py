@@ -37,27 +37,30 @@ first held-out dir, ``heldout_other`` holds the final systems on the other dirs)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
+from learning_eval import (
+    GL_ITERS,
+    METRICS,
+    HeldOut,
+    at_bandwidth,
+    eval_classical,
+    eval_codec,
+    eval_generator,
+    load_heldout,
+)
 from tqdm import tqdm
 
-from flow2gan.audio import load_audio, peak_normalize
 from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings
-from flow2gan.codec import EncodecTokenizer
 from flow2gan.config import get_generator_config
-from flow2gan.eval.metrics import MetricsConfig, score_pair
-from flow2gan.eval.pitch import PitchConfig, PitchTrack, extract_pitch, pitch_metrics
-from flow2gan.features import LogMelSpectrogram, mel_frontend
+from flow2gan.features import mel_frontend
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training import distributed
@@ -76,24 +79,6 @@ from flow2gan.training.stages import FlowMatchingStage, GANStage
 from flow2gan.weights import load_checkpoint, save_atomic
 
 logger = logging.getLogger("learning")
-
-METRICS = ("pesq", "stoi", "vuv_f1", "periodicity", "mrstft")
-GL_ITERS = 32
-GL_MOMENTUM = 0.99
-NOISE_SEED = 1234
-
-
-@dataclass(frozen=True)
-class HeldOut:
-    """One held-out file: name, reference audio (T,) at the model rate, its log-mel (or EnCodec codes
-    for a token model) and CREPE track."""
-
-    name: str
-    audio: np.ndarray
-    mel: torch.Tensor
-    pitch: PitchTrack | None
-    pitch_cfg: PitchConfig
-    pitch_samples: int
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -199,113 +184,6 @@ def write_manifests(args: argparse.Namespace, data: Path) -> tuple[Path, Path]:
     return train, valid
 
 
-def load_heldout(
-    folder: Path, cond_fn: torch.nn.Module, sampling_rate: int, args: argparse.Namespace
-) -> list[HeldOut]:
-    """Held-out files at the model rate, peak-normalised to −3 dBFS, with their condition and pitch track.
-
-    CREPE runs on the first ``--pitch-seconds`` of each file only (it costs ~10-20 s per audio second on
-    one loaded CPU thread), with the ``--pitch-model`` network.
-    """
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac"))
-    if not paths:
-        raise SystemExit(f"no audio files in {folder}")
-    cfg = PitchConfig(sampling_rate=sampling_rate, model=args.pitch_model)
-    n_pitch = int(args.pitch_seconds * sampling_rate)
-    items = []
-    for path in tqdm(paths, desc=f"held-out {folder.name}", unit="file", leave=False):
-        audio = peak_normalize(load_audio(path, sampling_rate), -3.0).numpy()
-        track = extract_pitch(audio[:n_pitch], cfg) if args.pitch else None
-        cond = cond_fn(torch.from_numpy(audio)[None])[0]
-        items.append(HeldOut(path.stem, audio, cond, track, cfg, n_pitch))
-    return items
-
-
-def score(item: HeldOut, pred: np.ndarray, sampling_rate: int, pitch: bool) -> dict[str, float]:
-    """The benchmark's five metrics of one vocoded file (V/UV F1 and periodicity NaN without ``pitch``)."""
-    pred = np.asarray(pred[: item.audio.shape[-1]], dtype=np.float32)
-    s = score_pair(item.audio, pred, MetricsConfig(sampling_rate=sampling_rate, pitch=False))
-    out = {"pesq": s["pesq"], "stoi": s["stoi"], "mrstft": s["mr_stft"]}
-    if item.pitch is None or not pitch:
-        return {**out, "vuv_f1": math.nan, "periodicity": math.nan}
-    p = pitch_metrics(item.pitch, extract_pitch(pred[: item.pitch_samples], item.pitch_cfg))
-    return {**out, "vuv_f1": p["vuv_f1"], "periodicity": p["periodicity"]}
-
-
-def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Per-metric mean over files, ignoring NaN (a metric that is NaN everywhere stays NaN, silently)."""
-    out = {}
-    for k in METRICS:
-        values = np.array([r[k] for r in rows], dtype=np.float64)
-        finite = values[~np.isnan(values)]
-        out[k] = float(finite.mean()) if finite.size else math.nan
-    return out
-
-
-@torch.no_grad()
-def eval_generator(
-    generator: MelAudioGenerator, items: list[HeldOut], n_steps: int, pitch: bool = True
-) -> dict[str, float]:
-    """Vocode every held-out mel with ``n_steps`` Euler steps (fixed noise seed) and average the metrics."""
-    was_training = generator.training
-    generator.eval()
-    rows = []
-    for item in items:
-        rng = torch.Generator().manual_seed(NOISE_SEED)
-        pred = generator.infer(item.mel[None], n_timesteps=n_steps, generator=rng, clamp_pred=True)[0]
-        rows.append(score(item, pred.numpy(), generator.config.sampling_rate, pitch))
-    generator.train(was_training)
-    return mean_metrics(rows)
-
-
-def mel_magnitude(item: HeldOut, mel: LogMelSpectrogram) -> np.ndarray:
-    """Linear magnitude (n_fft // 2 + 1, F) from the log-mel by the filterbank's pseudo-inverse, ≥ 0."""
-    fb = mel.mel_scale.fb.double().numpy()  # (n_freqs, n_mels)
-    mag = np.linalg.pinv(fb.T) @ np.exp(item.mel.double().numpy())
-    return np.maximum(mag, 0.0)
-
-
-def eval_classical(items: list[HeldOut], mel: LogMelSpectrogram, iterations: int) -> dict[str, float]:
-    """Random phase (``iterations`` 0) or fast Griffin-Lim (librosa, momentum 0.99) from the mel."""
-    import librosa
-
-    rows = []
-    rng = np.random.default_rng(NOISE_SEED)
-    for item in items:
-        mag = mel_magnitude(item, mel)
-        n = item.audio.shape[-1]
-        if iterations == 0:
-            phase = np.exp(2j * np.pi * rng.random(mag.shape))
-            pred = librosa.istft(mag * phase, hop_length=mel.hop_length, n_fft=mel.n_fft, length=n)
-        else:
-            pred = librosa.griffinlim(
-                mag,
-                n_iter=iterations,
-                hop_length=mel.hop_length,
-                n_fft=mel.n_fft,
-                momentum=GL_MOMENTUM,
-                length=n,
-                random_state=NOISE_SEED,
-            )
-        rows.append(score(item, pred.astype(np.float32), mel.sampling_rate, True))
-    return mean_metrics(rows)
-
-
-@torch.no_grad()
-def eval_codec(items: list[HeldOut], codec: EncodecTokenizer) -> dict[str, float]:
-    """EnCodec's own decoder of the held-out codes (the token model's baseline)."""
-    rows = [score(item, codec.decode(item.mel[None])[0].numpy(), codec.sampling_rate, True) for item in items]
-    return mean_metrics(rows)
-
-
-def at_bandwidth(items: list[HeldOut], codec: EncodecTokenizer, bandwidth: float) -> list[HeldOut]:
-    """The held-out items with their codes re-made at ``bandwidth`` kbps."""
-    return [
-        dataclasses.replace(item, mel=codec.encode(torch.from_numpy(item.audio)[None], bandwidth)[0])
-        for item in items
-    ]
-
-
 def common_flags(args: argparse.Namespace, exp: Path, train: Path, valid: Path) -> list[str]:
     """Flags both training CLIs share (real option parsers, so the run uses the CLI's defaults).
 
@@ -361,7 +239,7 @@ class BudgetRun:
             if next_eval <= self.trained_s < self.budget_s:
                 if main:
                     on_eval(self.trained_s)
-                barrier(t.ctx)
+                distributed.barrier(t.ctx)
                 while next_eval <= self.trained_s:
                     next_eval += self.eval_every_s
         bar.close()
@@ -379,12 +257,6 @@ class BudgetRun:
         end = t.model_avg.state_dict()
         avg = end if b_start <= 0 else average_checkpoints_with_averaged_model(start, end, b_start, b_end)
         return {k: v.float() if v.is_floating_point() else v for k, v in avg.items()}
-
-
-def barrier(ctx: distributed.DistContext) -> None:
-    """Wait for every rank (no-op in a single process)."""
-    if ctx.distributed:
-        torch.distributed.barrier()
 
 
 def state_copy(module: torch.nn.Module) -> dict:
@@ -418,8 +290,6 @@ class Recorder:
         self.items = items
         self.eval_threads = eval_threads
         self.results: dict = results or {"baselines": {}, "points": [], "final_checkpoint": None}
-        self.results.setdefault("points", [])
-        self.results.setdefault("final_checkpoint", None)
 
     @classmethod
     def load(cls, out: Path, items: list[HeldOut], eval_threads: int = 0) -> Recorder:
@@ -525,8 +395,6 @@ def train_worker(
     torch.set_num_threads(args.threads)
     if world_size > 1:  # a spawned process (the single-process run keeps main's setting)
         torch.set_num_interop_threads(1)
-    if world_size > 1:
-        os.environ["MASTER_PORT"] = str(port)
     ctx = distributed.setup(rank, world_size, port, "cpu")
     if not ctx.is_main:
         logging.getLogger().setLevel(logging.WARNING)
@@ -562,9 +430,8 @@ def train_worker(
         for n in (1, 2, 4):
             rec.point(stage1_s / 60, f"stage1-{n}step", averaged1, n, pitch=True)
         rec.results["final_checkpoint"] = str(stage1_ckpt)
-        rec.results["final_steps"] = 2
         rec.save()
-    barrier(ctx)
+    distributed.barrier(ctx)
     if budget2 > 0:
         flags = common_flags(args, exp2, train, valid) + [
             "--generator-model-path", str(stage1_ckpt), "--gan-name", args.gan_name,
@@ -593,7 +460,6 @@ def train_worker(
             save_atomic({"model": final_gen.state_dict(), "n_timesteps": args.n_timesteps}, final_ckpt)
             rec.point((stage1_s + run2.trained_s) / 60, system2, final_gen, args.n_timesteps, pitch=True)
             rec.results["final_checkpoint"] = str(final_ckpt)
-            rec.results["final_steps"] = args.n_timesteps
             rec.save()
     distributed.cleanup(ctx)
 
@@ -633,17 +499,21 @@ def main(argv: list[str] | None = None) -> int:
             "random_phase": eval_classical(items, mel, 0),
         }
 
-    results = {"baselines": {**baselines(heldout[0]), "untrained": eval_generator(untrained, heldout[0], 1)}}
-    for name, m in results["baselines"].items():
+    rec = Recorder(args.out, heldout[0])
+    rec.results["baselines"] = {
+        **baselines(heldout[0]),
+        "untrained": eval_generator(untrained, heldout[0], 1),
+    }
+    for name, m in rec.results["baselines"].items():
         logger.info("baseline %-12s %s", name, fmt(m))
-    Recorder(args.out, heldout[0], results=results).save()
+    rec.save()
     write_manifests(args, args.out / "data")
     distributed.launch(train_worker, args.processes, args, heldout[0], distributed.free_port())
 
     rec = Recorder.load(args.out, heldout[0])
     final_gen = make_generator(config, args.codec)
-    load_checkpoint(Path(rec.results["final_checkpoint"]), final_gen)
-    final_steps = rec.results.pop("final_steps")
+    # the stage-2 file records its step count; a stage-1 model is scored with 2 steps
+    final_steps = load_checkpoint(Path(rec.results["final_checkpoint"]), final_gen).get("n_timesteps", 2)
     rec.results["heldout_other"] = {
         str(d): {"final": eval_generator(final_gen, items, final_steps), **baselines(items)}
         for d, items in zip(args.heldout_dir[1:], heldout[1:], strict=True)

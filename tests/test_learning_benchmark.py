@@ -1,4 +1,4 @@
-"""benchmarks/learning.py: input checks before any work, and the NaN-aware means of its tables."""
+"""benchmarks/learning.py and learning_eval.py: input checks, the NaN-aware means, a two-process run."""
 
 import json
 import math
@@ -14,6 +14,7 @@ from conftest import PARITY, REPO
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import learning  # noqa: E402
+import learning_eval  # noqa: E402
 
 
 def contract_args(train: Path, held: Path, out: Path) -> list[str]:
@@ -37,15 +38,15 @@ def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
 
 
 def test_mean_metrics_ignores_nan_and_keeps_all_nan_silently() -> None:
-    rows = [dict.fromkeys(learning.METRICS, math.nan) for _ in range(2)]
+    rows = [dict.fromkeys(learning_eval.METRICS, math.nan) for _ in range(2)]
     rows[0]["pesq"], rows[1]["pesq"] = 2.0, 3.0
     rows[1]["stoi"] = 0.5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        means = learning.mean_metrics(rows)
+        means = learning_eval.mean_metrics(rows)
     assert means["pesq"] == 2.5 and means["stoi"] == 0.5
     assert math.isnan(means["vuv_f1"])
-    assert all(math.isnan(v) for v in learning.mean_metrics([]).values())
+    assert all(math.isnan(v) for v in learning_eval.mean_metrics([]).values())
 
 
 def test_batch_must_split_over_processes(tmp_path: Path, capsys) -> None:

@@ -70,8 +70,14 @@ def setup(rank: int, world_size: int, master_port: int, requested_device: str | 
 def cleanup(ctx: DistContext) -> None:
     """Final barrier and process-group teardown."""
     if ctx.distributed and dist.is_initialized():
-        dist.barrier()
+        barrier(ctx)
         dist.destroy_process_group()
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every rank (a no-op without DDP)."""
+    if ctx.distributed:
+        dist.barrier()
 
 
 def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
