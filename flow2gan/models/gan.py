@@ -251,10 +251,17 @@ class GAN(nn.Module):
             loss = loss + scales.stft_loss_scale * terms["stft_loss"]
         return loss, terms
 
-    def _generate(self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int) -> Tensor:
+    def _generate(
+        self,
+        audio: Tensor,
+        mel: Tensor,
+        audio_lens: Tensor | None,
+        n_timesteps: int,
+        grad_steps: int | None = None,
+    ) -> Tensor:
         """Unclamped N-step generator output (B, T), checked against the real batch's shape."""
         fake = self.generator.infer(
-            cond=mel, audio_lens=audio_lens, n_timesteps=n_timesteps, clamp_pred=False
+            cond=mel, audio_lens=audio_lens, n_timesteps=n_timesteps, clamp_pred=False, grad_steps=grad_steps
         )
         if fake.shape != audio.shape:
             raise ValueError(
@@ -291,13 +298,15 @@ class GAN(nn.Module):
         audio_lens: Tensor | None,
         n_timesteps: int,
         adversarial: bool = True,
+        grad_steps: int | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """G step: gradients through all generator steps (modes: :meth:`set_step_modes`) -> (loss_g, info).
 
         ``adversarial=False``: the reconstruction terms alone (:meth:`reconstruction_loss`), without
-        running the discriminators.
+        running the discriminators. ``grad_steps``: gradients through the last ``grad_steps`` Euler
+        steps only (:func:`flow2gan.sampling.euler_sample`; None = all, the paper's).
         """
-        fake = self._generate(audio, mel, audio_lens, n_timesteps)
+        fake = self._generate(audio, mel, audio_lens, n_timesteps, grad_steps)
         scales = self.loss_scales
         info: dict[str, Tensor] = {}
         loss_g = fake.new_zeros(())
@@ -328,8 +337,9 @@ class GAN(nn.Module):
         n_timesteps: int,
         discriminator_step: bool,
         adversarial: bool = True,
+        grad_steps: int | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Dispatches to :meth:`discriminator_forward` or :meth:`generator_forward` (for DDP wrapping)."""
         if discriminator_step:
             return self.discriminator_forward(audio, mel, audio_lens, n_timesteps)
-        return self.generator_forward(audio, mel, audio_lens, n_timesteps, adversarial)
+        return self.generator_forward(audio, mel, audio_lens, n_timesteps, adversarial, grad_steps)
