@@ -136,12 +136,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stft-loss-scale", type=float, default=0.0, help="stage-2 linear-STFT loss weight (0: off)"
     )
     p.add_argument(
-        "--grad-steps",
-        type=int,
-        default=0,
-        help="stage 2: backpropagate through the last N Euler steps only (0: all)",
-    )
-    p.add_argument(
         "--processes",
         type=int,
         default=None,
@@ -449,7 +443,6 @@ def train_worker(
             "--phase-loss-scale", str(args.phase_loss_scale),
             "--phase-loss-n-ffts", args.phase_loss_n_ffts,
             "--stft-loss-scale", str(args.stft_loss_scale),
-            "--grad-steps", str(args.grad_steps),
         ]  # fmt: skip
         trainer2 = make_trainer(flags, stage1=False, ctx=ctx)
         system2 = f"stage2-{args.n_timesteps}step"

@@ -209,29 +209,19 @@ def euler_sample(
     lengths: Tensor | None = None,
     clamp_pred: bool = False,
     transforms: nn.ModuleList | None = None,
-    grad_steps: int | None = None,
 ) -> Tensor:
     """Euler integration on the grid k / N from the start x (B, T) -> (B, T) (SPEC 1.2).
 
     ``transforms`` (one ``analyze``/``synthesize`` pair per branch) replace torch.stft/istft, e.g.
-    the graph-export versions of :mod:`flow2gan.deploy`. Differentiable when gradients are enabled:
-    through every step, or only through the last ``grad_steps`` (the earlier ones run under
-    ``no_grad``, a flow2gan option for cheaper fine-tuning updates; ``ValueError`` if < 1).
+    the graph-export versions of :mod:`flow2gan.deploy`. Differentiable when gradients are enabled.
     """
-    no_grad_steps = 0
-    if grad_steps is not None:
-        if grad_steps < 1:
-            raise ValueError(f"grad_steps must be >= 1 (or None for all steps), got {grad_steps}")
-        no_grad_steps = max(0, n_timesteps - grad_steps)
-    grad_enabled = torch.is_grad_enabled()
     ts = torch.linspace(0, 1, n_timesteps + 1, device=x.device, dtype=x.dtype)
     dt = ts[1] - ts[0]
     batch = x.shape[0]
     for k in range(n_timesteps):
-        with torch.set_grad_enabled(grad_enabled and k >= no_grad_steps):
-            pred = model.estimate_prepared(x, prepared, ts[k].expand(batch), lengths, transforms)
-            velocity = (pred - x) / (1 - ts[k]) if model.pred_x1 else pred
-            x = x + velocity * dt
+        pred = model.estimate_prepared(x, prepared, ts[k].expand(batch), lengths, transforms)
+        velocity = (pred - x) / (1 - ts[k]) if model.pred_x1 else pred
+        x = x + velocity * dt
     return x.clamp(-1.0, 1.0) if clamp_pred else x
 
 
@@ -243,13 +233,11 @@ def infer(
     clamp_pred: bool = False,
     noise: Tensor | None = None,
     generator: torch.Generator | None = None,
-    grad_steps: int | None = None,
 ) -> Tensor:
     """Condition (B, C, F) -> waveform (B, T), T = F * frame_hop (or max(lengths)).
 
     ``noise`` is the already-scaled start (B, T); ``n_timesteps=None`` uses the model's
-    ``default_n_timesteps``, else 1; ``grad_steps``: see :func:`euler_sample`. Errors: ``ValueError``
-    for a bad condition, noise, step count or ``grad_steps``.
+    ``default_n_timesteps``, else 1. Errors: ``ValueError`` for a bad condition, noise or step count.
     """
     n = resolve_n_timesteps(n_timesteps, model.default_n_timesteps)
     cond_enc = model.encode_cond(cond)
@@ -257,8 +245,7 @@ def infer(
     lengths = check_lengths(lengths, batch, n_frames, model.frame_hop, cond_enc.device)
     n_samples = output_length(model, n_frames, lengths)
     noise = start_noise(model, cond_enc, n_samples, noise, generator)
-    prepared = model.prepare_condition(cond_enc, n_samples)
-    return euler_sample(model, noise, prepared, n, lengths, clamp_pred, grad_steps=grad_steps)
+    return euler_sample(model, noise, model.prepare_condition(cond_enc, n_samples), n, lengths, clamp_pred)
 
 
 def infer_chunked(

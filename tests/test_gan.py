@@ -44,12 +44,7 @@ class StubGenerator(nn.Module):
         self.calls: list[dict[str, Any]] = []
 
     def infer(
-        self,
-        cond: Tensor,
-        audio_lens: Tensor | None = None,
-        n_timesteps: int = 1,
-        clamp_pred: bool = False,
-        grad_steps: int | None = None,
+        self, cond: Tensor, audio_lens: Tensor | None = None, n_timesteps: int = 1, clamp_pred: bool = False
     ) -> Tensor:
         """(B, M, F) condition -> (B, T) waveform, T = max(audio_lens) or the stored length."""
         n = int(audio_lens.max()) if audio_lens is not None else self.wave.shape[-1]
@@ -59,7 +54,6 @@ class StubGenerator(nn.Module):
                 "grad": torch.is_grad_enabled(),
                 "n_timesteps": n_timesteps,
                 "clamp_pred": clamp_pred,
-                "grad_steps": grad_steps,
                 "cond": cond,
             }
         )
@@ -262,7 +256,7 @@ def test_generator_step_modes_and_gradients(formula_gan: GAN) -> None:
     loss_g, info = formula_gan(audio, mel, lens, 4, discriminator_step=False)
     (call,) = formula_gan.generator.calls
     assert (call["training"], call["grad"]) == (True, True)
-    assert (call["n_timesteps"], call["clamp_pred"], call["grad_steps"]) == (4, False, None)
+    assert (call["n_timesteps"], call["clamp_pred"]) == (4, False)
     assert not any(m.training for m in formula_gan.discriminator.modules())
     loss_g.backward()
     gain_grad = formula_gan.generator.gain.grad
@@ -279,14 +273,10 @@ def test_mel_only_generator_step_skips_the_discriminators(formula_gan: GAN) -> N
     calls = []
     hooks = [d.register_forward_hook(lambda *a: calls.append(1)) for d in formula_gan.discriminator]
     try:
-        formula_gan.generator.calls.clear()
-        loss_g, info = formula_gan(
-            audio, mel, lens, 2, discriminator_step=False, adversarial=False, grad_steps=1
-        )
+        loss_g, info = formula_gan(audio, mel, lens, 2, discriminator_step=False, adversarial=False)
     finally:
         for hook in hooks:
             hook.remove()
-    assert formula_gan.generator.calls[0]["grad_steps"] == 1
     assert not calls and set(info) == {"loss_g", "mel_recon_loss"}
     scale = formula_gan.loss_scales.mel_recon_loss_scale
     assert torch.allclose(loss_g, scale * info["mel_recon_loss"])

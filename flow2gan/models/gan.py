@@ -251,17 +251,10 @@ class GAN(nn.Module):
             loss = loss + scales.stft_loss_scale * terms["stft_loss"]
         return loss, terms
 
-    def _generate(
-        self,
-        audio: Tensor,
-        mel: Tensor,
-        audio_lens: Tensor | None,
-        n_timesteps: int,
-        grad_steps: int | None = None,
-    ) -> Tensor:
+    def _generate(self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int) -> Tensor:
         """Unclamped N-step generator output (B, T), checked against the real batch's shape."""
         fake = self.generator.infer(
-            cond=mel, audio_lens=audio_lens, n_timesteps=n_timesteps, clamp_pred=False, grad_steps=grad_steps
+            cond=mel, audio_lens=audio_lens, n_timesteps=n_timesteps, clamp_pred=False
         )
         if fake.shape != audio.shape:
             raise ValueError(
@@ -298,15 +291,13 @@ class GAN(nn.Module):
         audio_lens: Tensor | None,
         n_timesteps: int,
         adversarial: bool = True,
-        grad_steps: int | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """G step: gradients through all generator steps (modes: :meth:`set_step_modes`) -> (loss_g, info).
 
         ``adversarial=False``: the reconstruction terms alone (:meth:`reconstruction_loss`), without
-        running the discriminators. ``grad_steps``: gradients through the last ``grad_steps`` Euler
-        steps only (:func:`flow2gan.sampling.euler_sample`; None = all, the paper's).
+        running the discriminators.
         """
-        fake = self._generate(audio, mel, audio_lens, n_timesteps, grad_steps)
+        fake = self._generate(audio, mel, audio_lens, n_timesteps)
         scales = self.loss_scales
         info: dict[str, Tensor] = {}
         loss_g = fake.new_zeros(())
@@ -337,9 +328,8 @@ class GAN(nn.Module):
         n_timesteps: int,
         discriminator_step: bool,
         adversarial: bool = True,
-        grad_steps: int | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Dispatches to :meth:`discriminator_forward` or :meth:`generator_forward` (for DDP wrapping)."""
         if discriminator_step:
             return self.discriminator_forward(audio, mel, audio_lens, n_timesteps)
-        return self.generator_forward(audio, mel, audio_lens, n_timesteps, adversarial, grad_steps)
+        return self.generator_forward(audio, mel, audio_lens, n_timesteps, adversarial)

@@ -326,15 +326,14 @@ class MelAudioGenerator(nn.Module):
         clamp_pred: bool = False,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
-        grad_steps: int | None = None,
     ) -> Tensor:
         """Euler sampler from ``0.1 * noise``: log-mel (B, M, F) -> waveform (B, T), T = F * mel_hop.
 
         ``noise`` is the already-scaled start (B, T); ``n_timesteps=None`` uses the step count the
-        loaded checkpoint was made for, else 1. Differentiable when gradients are enabled (GAN stage),
-        through the last ``grad_steps`` steps only when given. See :func:`flow2gan.sampling.infer`.
+        loaded checkpoint was made for, else 1. Differentiable when gradients are enabled (GAN stage).
+        See :func:`flow2gan.sampling.infer`.
         """
-        return sampling.infer(self, cond, audio_lens, n_timesteps, clamp_pred, noise, generator, grad_steps)
+        return sampling.infer(self, cond, audio_lens, n_timesteps, clamp_pred, noise, generator)
 
     def infer_chunked(
         self,

@@ -157,14 +157,13 @@ class TokenAudioGenerator(MelAudioGenerator):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         bandwidth: float | None = None,
-        grad_steps: int | None = None,
     ) -> Tensor:
         """Codes (B, n_q, F) -> waveform (B, F * 320) (or max(audio_lens)); see ``MelAudioGenerator.infer``.
 
         ``bandwidth`` (kbps), when given, must be one the model serves and match the codebook count.
         """
         codes = self.check_cond(cond, bandwidth)
-        return super().infer(codes, audio_lens, n_timesteps, clamp_pred, noise, generator, grad_steps)
+        return super().infer(codes, audio_lens, n_timesteps, clamp_pred, noise, generator)
 
     def infer_chunked(
         self,

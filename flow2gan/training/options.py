@@ -136,12 +136,6 @@ class GANOptions:
         "paper's schedule)",
         min=0,
     )
-    grad_steps: int = _opt(
-        0,
-        "backpropagate the generator losses through the last N Euler steps only, the earlier ones "
-        "under no_grad (a flow2gan option for cheaper updates on a CPU budget; 0 = all, the paper's)",
-        min=0,
-    )
 
     def __post_init__(self) -> None:
         check_minimums(self)

@@ -172,7 +172,6 @@ class GANStage:
         self.n_timesteps = gan_opts.n_timesteps
         self.gen_start_batch_idx = gan_opts.gen_start_batch_idx
         self.mel_only_batches = gan_opts.mel_only_batches
-        self.grad_steps = gan_opts.grad_steps or None
         self.train_disc = True
         self.optimizer_g = ScaledAdam(
             self.module.generator.named_parameters(), lr=gan_opts.base_lr_gen, clipping_scale=2.0
@@ -217,25 +216,12 @@ class GANStage:
         if batch_idx_train < self.mel_only_batches:
             self.module.set_step_modes(discriminator_step=False)
             loss, metrics = model(
-                audio,
-                mel,
-                lens,
-                self.n_timesteps,
-                discriminator_step=False,
-                adversarial=False,
-                grad_steps=self.grad_steps,
+                audio, mel, lens, self.n_timesteps, discriminator_step=False, adversarial=False
             )
             return StageLosses(loss, metrics, "g")
         discriminator_step = self.train_disc
         self.module.set_step_modes(discriminator_step)
-        loss, metrics = model(
-            audio,
-            mel,
-            lens,
-            self.n_timesteps,
-            discriminator_step=discriminator_step,
-            grad_steps=self.grad_steps,
-        )
+        loss, metrics = model(audio, mel, lens, self.n_timesteps, discriminator_step=discriminator_step)
         self.train_disc = not discriminator_step or batch_idx_train < self.gen_start_batch_idx
         return StageLosses(loss, metrics, "d" if discriminator_step else "g")
 
