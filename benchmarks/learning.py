@@ -136,6 +136,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stft-loss-scale", type=float, default=0.0, help="stage-2 linear-STFT loss weight (0: off)"
     )
     p.add_argument(
+        "--mrd-loss-scale",
+        type=float,
+        default=0.1,
+        help="MRD weights in the G/D phase (hinge, adversarial, feature matching; 0.1 = the paper's, "
+        "0 = MPD only, the MRD is not run)",
+    )
+    p.add_argument(
         "--processes",
         type=int,
         default=None,
@@ -443,6 +450,9 @@ def train_worker(
             "--phase-loss-scale", str(args.phase_loss_scale),
             "--phase-loss-n-ffts", args.phase_loss_n_ffts,
             "--stft-loss-scale", str(args.stft_loss_scale),
+            "--disc-loss-mr-scale", str(args.mrd_loss_scale),
+            "--gen-loss-mr-scale", str(args.mrd_loss_scale),
+            "--feat-map-loss-mr-scale", str(args.mrd_loss_scale),
         ]  # fmt: skip
         trainer2 = make_trainer(flags, stage1=False, ctx=ctx)
         system2 = f"stage2-{args.n_timesteps}step"

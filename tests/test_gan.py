@@ -291,3 +291,31 @@ def test_generator_output_shape_mismatch_is_rejected(formula_gan: GAN) -> None:
     audio, mel, _ = _short_batch()
     with pytest.raises(ValueError, match="does not match"):
         formula_gan.discriminator_forward(audio, mel, torch.tensor([2000, 1800]), 1)
+
+
+def test_discriminator_with_zero_scales_is_not_run(formula_gan: GAN) -> None:
+    """MRD scales 0 (MPD only): the MRD never runs, its terms are 0, the MPD terms are unchanged."""
+    audio, mel, lens = _short_batch()
+    mpd_only = GANLossScales(disc_loss_mr_scale=0.0, gen_loss_mr_scale=0.0, feat_map_loss_mr_scale=0.0)
+    calls: list[int] = []
+    for discriminator_step in (True, False):
+        formula_gan.set_step_modes(discriminator_step)
+        _, full = formula_gan(audio, mel, lens, 1, discriminator_step=discriminator_step)
+        calls.clear()
+        hook = formula_gan.mrd.register_forward_hook(lambda *a: calls.append(1))
+        formula_gan.loss_scales = mpd_only
+        try:
+            loss, info = formula_gan(audio, mel, lens, 1, discriminator_step=discriminator_step)
+        finally:
+            hook.remove()
+            formula_gan.loss_scales = GANLossScales()
+        assert not calls
+        mr_keys = [k for k in info if k.endswith("_mr")]
+        mp_keys = [k for k in info if k.endswith("_mp")]
+        assert len(mr_keys) == len(mp_keys) >= 1 and all(info[k] == 0 for k in mr_keys)
+        assert all(torch.allclose(info[k], full[k]) for k in mp_keys)
+        expected = sum(full[k] * getattr(mpd_only, f"{k}_scale") for k in mp_keys)
+        if not discriminator_step:
+            expected = expected + mpd_only.mel_recon_loss_scale * full["mel_recon_loss"]
+        torch.testing.assert_close(loss, expected)
+    formula_gan.zero_grad(set_to_none=True)

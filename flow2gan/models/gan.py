@@ -274,12 +274,18 @@ class GAN(nn.Module):
     def discriminator_forward(
         self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """D step: generator under no_grad (modes: :meth:`set_step_modes`) -> (loss_d, info)."""
+        """D step: generator under no_grad (modes: :meth:`set_step_modes`) -> (loss_d, info).
+
+        A discriminator whose ``disc_loss_*_scale`` is 0 is not run (its hinge loss is reported as 0).
+        """
         with torch.no_grad():
             fake = self._generate(audio, mel, audio_lens, n_timesteps)
         scales = self.loss_scales
-        loss_mp = discriminator_loss(*self.mpd(audio, fake)[:2])
-        loss_mr = discriminator_loss(*self.mrd(audio, fake)[:2])
+        loss_mp, loss_mr = fake.new_zeros(()), fake.new_zeros(())
+        if scales.disc_loss_mp_scale > 0:
+            loss_mp = discriminator_loss(*self.mpd(audio, fake)[:2])
+        if scales.disc_loss_mr_scale > 0:
+            loss_mr = discriminator_loss(*self.mrd(audio, fake)[:2])
         loss_d = scales.disc_loss_mp_scale * loss_mp + scales.disc_loss_mr_scale * loss_mr
         info = {"loss_d": loss_d, "disc_loss_mp": loss_mp, "disc_loss_mr": loss_mr}
         return loss_d, {k: v.detach() for k, v in info.items()}
@@ -295,19 +301,23 @@ class GAN(nn.Module):
         """G step: gradients through all generator steps (modes: :meth:`set_step_modes`) -> (loss_g, info).
 
         ``adversarial=False``: the reconstruction terms alone (:meth:`reconstruction_loss`), without
-        running the discriminators.
+        running the discriminators; a discriminator whose adversarial and feature-matching scales are
+        both 0 is not run either (its terms are reported as 0).
         """
         fake = self._generate(audio, mel, audio_lens, n_timesteps)
         scales = self.loss_scales
         info: dict[str, Tensor] = {}
         loss_g = fake.new_zeros(())
         if adversarial:
-            _, scores_fake_mp, fmaps_real_mp, fmaps_fake_mp = self.mpd(audio, fake)
-            _, scores_fake_mr, fmaps_real_mr, fmaps_fake_mr = self.mrd(audio, fake)
-            info["gen_loss_mp"] = generator_loss(scores_fake_mp)
-            info["gen_loss_mr"] = generator_loss(scores_fake_mr)
-            info["feat_map_loss_mp"] = feature_matching_loss(fmaps_real_mp, fmaps_fake_mp)
-            info["feat_map_loss_mr"] = feature_matching_loss(fmaps_real_mr, fmaps_fake_mr)
+            for key, disc in (("mp", self.mpd), ("mr", self.mrd)):
+                info[f"gen_loss_{key}"] = info[f"feat_map_loss_{key}"] = fake.new_zeros(())
+                if (
+                    getattr(scales, f"gen_loss_{key}_scale") > 0
+                    or getattr(scales, f"feat_map_loss_{key}_scale") > 0
+                ):
+                    _, scores_fake, fmaps_real, fmaps_fake = disc(audio, fake)
+                    info[f"gen_loss_{key}"] = generator_loss(scores_fake)
+                    info[f"feat_map_loss_{key}"] = feature_matching_loss(fmaps_real, fmaps_fake)
             loss_g = (
                 scales.gen_loss_mp_scale * info["gen_loss_mp"]
                 + scales.gen_loss_mr_scale * info["gen_loss_mr"]
