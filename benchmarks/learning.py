@@ -139,8 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--mrd-loss-scale",
         type=float,
         default=0.1,
-        help="MRD weights in the G/D phase (hinge, adversarial, feature matching; 0.1 = the paper's, "
-        "0 = MPD only, the MRD is not run)",
+        help="MRD weights (hinge, adversarial, feature matching) in the G/D phase, which needs a smaller "
+        "--mel-only-batches (default 0.1, the paper's; 0 = MPD only, the MRD is not run)",
     )
     p.add_argument(
         "--processes",

@@ -319,3 +319,23 @@ def test_discriminator_with_zero_scales_is_not_run(formula_gan: GAN) -> None:
             expected = expected + mpd_only.mel_recon_loss_scale * full["mel_recon_loss"]
         torch.testing.assert_close(loss, expected)
     formula_gan.zero_grad(set_to_none=True)
+
+
+def test_loss_scales_validation() -> None:
+    """Negative weights and no trained discriminator are errors; a half-off discriminator is a warning."""
+    for name in ("disc_loss_mp_scale", "gen_loss_mr_scale", "feat_map_loss_mp_scale", "mel_recon_loss_scale"):
+        with pytest.raises(ValueError, match=name):
+            GANLossScales(**{name: -0.1})
+    with pytest.raises(ValueError, match="no discriminator would be trained"):
+        GANLossScales(disc_loss_mp_scale=0.0, disc_loss_mr_scale=0.0)
+
+
+def test_half_off_discriminator_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="flow2gan.models.gan"):
+        GANLossScales(disc_loss_mr_scale=0.0)
+        GANLossScales(gen_loss_mp_scale=0.0, feat_map_loss_mp_scale=0.0)
+        GANLossScales(disc_loss_mr_scale=0.0, gen_loss_mr_scale=0.0, feat_map_loss_mr_scale=0.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "MRD is used but never trained" in messages[0]
+    assert "MPD is trained but never used" in messages[1]

@@ -6,7 +6,8 @@ and ``mel_recon_modules.{k}.spectrogram.window`` / ``.mel_scale.fb``, as in the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,8 @@ from flow2gan.models.discriminators import (
     MultiResolutionDiscriminator,
 )
 from flow2gan.models.spectral_losses import PHASE_LOSS_N_FFTS, phase_derivative_loss, stft_magnitude_loss
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,13 +73,25 @@ def get_gan_config(name: str) -> GANConfig:
 
 @dataclass(frozen=True)
 class GANLossScales:
-    """Weights of the discriminator and generator loss terms (reference CLI defaults; ``help``: flag text)."""
+    """Weights of the discriminator and generator loss terms (reference CLI defaults; ``help``: flag text).
+
+    All weights must be >= 0 and at least one discriminator hinge weight > 0 (``ValueError``; stage 2
+    without discriminators is ``--mel-only-batches``). A discriminator whose three weights are all 0
+    is not run; one that is trained but not used by the generator, or used but not trained (a frozen
+    random discriminator), is logged as a warning.
+    """
 
     disc_loss_mp_scale: float = field(
-        default=1.0, metadata={"help": "weight of the MPD hinge loss in loss_d"}
+        default=1.0,
+        metadata={
+            "help": "weight of the MPD hinge loss in loss_d (0 with both MPD generator weights: no MPD)"
+        },
     )
     disc_loss_mr_scale: float = field(
-        default=0.1, metadata={"help": "weight of the MRD hinge loss in loss_d"}
+        default=0.1,
+        metadata={
+            "help": "weight of the MRD hinge loss in loss_d (0 with both MRD generator weights: no MRD)"
+        },
     )
     gen_loss_mp_scale: float = field(default=1.0, metadata={"help": "weight of the MPD adversarial loss"})
     gen_loss_mr_scale: float = field(default=0.1, metadata={"help": "weight of the MRD adversarial loss"})
@@ -109,9 +124,20 @@ class GANLossScales:
     )
 
     def __post_init__(self) -> None:
-        for name in ("phase_loss_scale", "stft_loss_scale"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for f in fields(self):
+            if f.name.endswith("_scale") and getattr(self, f.name) < 0:
+                raise ValueError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
+        if self.disc_loss_mp_scale == 0 and self.disc_loss_mr_scale == 0:
+            raise ValueError(
+                "disc_loss_mp_scale and disc_loss_mr_scale are both 0: no discriminator would be trained "
+                "(for stage 2 without discriminators use --mel-only-batches)"
+            )
+        for key, name in (("mp", "MPD"), ("mr", "MRD")):
+            weights = {n: getattr(self, f"{n}_loss_{key}_scale") for n in ("disc", "gen", "feat_map")}
+            trained, used = weights["disc"] > 0, weights["gen"] > 0 or weights["feat_map"] > 0
+            if trained != used:
+                state = "trained but never used by the generator" if trained else "used but never trained"
+                logger.warning("the %s is %s (loss weights %s)", name, state, weights)
         object.__setattr__(self, "phase_loss_n_ffts", tuple(int(n) for n in self.phase_loss_n_ffts))
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
             raise ValueError(f"phase_loss_n_ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
