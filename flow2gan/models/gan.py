@@ -127,20 +127,31 @@ class GANLossScales:
         for f in fields(self):
             if f.name.endswith("_scale") and getattr(self, f.name) < 0:
                 raise ValueError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
-        if self.disc_loss_mp_scale == 0 and self.disc_loss_mr_scale == 0:
+        if not (self.trains("mp") or self.trains("mr")):
             raise ValueError(
                 "disc_loss_mp_scale and disc_loss_mr_scale are both 0: no discriminator would be trained "
                 "(for stage 2 without discriminators use --mel-only-batches)"
             )
         for key, name in (("mp", "MPD"), ("mr", "MRD")):
-            weights = {n: getattr(self, f"{n}_loss_{key}_scale") for n in ("disc", "gen", "feat_map")}
-            trained, used = weights["disc"] > 0, weights["gen"] > 0 or weights["feat_map"] > 0
-            if trained != used:
-                state = "trained but never used by the generator" if trained else "used but never trained"
+            if self.trains(key) != self.guides_generator(key):
+                state = (
+                    "trained but never used by the generator"
+                    if self.trains(key)
+                    else "used but never trained"
+                )
+                weights = {n: getattr(self, f"{n}_loss_{key}_scale") for n in ("disc", "gen", "feat_map")}
                 logger.warning("the %s is %s (loss weights %s)", name, state, weights)
         object.__setattr__(self, "phase_loss_n_ffts", tuple(int(n) for n in self.phase_loss_n_ffts))
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
             raise ValueError(f"phase_loss_n_ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
+
+    def trains(self, key: str) -> bool:
+        """Whether discriminator ``key`` ("mp" = MPD, "mr" = MRD) has a hinge loss in loss_d."""
+        return getattr(self, f"disc_loss_{key}_scale") > 0
+
+    def guides_generator(self, key: str) -> bool:
+        """Whether discriminator ``key`` has an adversarial or feature-matching term in loss_g."""
+        return getattr(self, f"gen_loss_{key}_scale") > 0 or getattr(self, f"feat_map_loss_{key}_scale") > 0
 
 
 def discriminator_loss(scores_real: list[Tensor], scores_fake: list[Tensor]) -> Tensor:
@@ -307,11 +318,9 @@ class GAN(nn.Module):
         with torch.no_grad():
             fake = self._generate(audio, mel, audio_lens, n_timesteps)
         scales = self.loss_scales
-        loss_mp, loss_mr = fake.new_zeros(()), fake.new_zeros(())
-        if scales.disc_loss_mp_scale > 0:
-            loss_mp = discriminator_loss(*self.mpd(audio, fake)[:2])
-        if scales.disc_loss_mr_scale > 0:
-            loss_mr = discriminator_loss(*self.mrd(audio, fake)[:2])
+        zero = fake.new_zeros(())
+        loss_mp = discriminator_loss(*self.mpd(audio, fake)[:2]) if scales.trains("mp") else zero
+        loss_mr = discriminator_loss(*self.mrd(audio, fake)[:2]) if scales.trains("mr") else zero
         loss_d = scales.disc_loss_mp_scale * loss_mp + scales.disc_loss_mr_scale * loss_mr
         info = {"loss_d": loss_d, "disc_loss_mp": loss_mp, "disc_loss_mr": loss_mr}
         return loss_d, {k: v.detach() for k, v in info.items()}
@@ -337,10 +346,7 @@ class GAN(nn.Module):
         if adversarial:
             for key, disc in (("mp", self.mpd), ("mr", self.mrd)):
                 info[f"gen_loss_{key}"] = info[f"feat_map_loss_{key}"] = fake.new_zeros(())
-                if (
-                    getattr(scales, f"gen_loss_{key}_scale") > 0
-                    or getattr(scales, f"feat_map_loss_{key}_scale") > 0
-                ):
+                if scales.guides_generator(key):
                     _, scores_fake, fmaps_real, fmaps_fake = disc(audio, fake)
                     info[f"gen_loss_{key}"] = generator_loss(scores_fake)
                     info[f"feat_map_loss_{key}"] = feature_matching_loss(fmaps_real, fmaps_fake)
