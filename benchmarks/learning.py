@@ -108,13 +108,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1500,
         help="stage-2 Eden2 LR decay constant (1500 beat 5000 at 28 and 60 min, benchmarks/README.md)",
     )
-    p.add_argument(
-        "--lr-cooldown",
-        type=float,
-        default=0.0,
-        help="stage 2: fraction of its budget at the end over which the LR falls linearly to 0 "
-        "(wall clock, on top of Eden2; 0: off)",
-    )
     p.add_argument("--gen-start-batch-idx", type=int, default=0)
     p.add_argument(
         "--mel-only-batches",
@@ -174,8 +167,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"{folder} is not a folder")
     if args.stage1_checkpoint is not None and not args.stage1_checkpoint.is_file():
         p.error(f"--stage1-checkpoint {args.stage1_checkpoint} is not a file")
-    if not 0.0 <= args.lr_cooldown <= 1.0:
-        p.error(f"--lr-cooldown {args.lr_cooldown} must be in [0, 1]")
     args.processes = args.processes or usable_cores()
     if args.processes < 1 or args.batch_size % args.processes:
         p.error(f"--batch-size {args.batch_size} must split evenly over --processes {args.processes}")
@@ -223,17 +214,9 @@ class BudgetRun:
     rank 0 evaluates and averages, and the other ranks wait for it at a barrier.
     """
 
-    def __init__(
-        self,
-        trainer: Trainer,
-        budget_s: float,
-        eval_every_s: float,
-        avg_fraction: float,
-        cooldown_fraction: float = 0.0,
-    ) -> None:
+    def __init__(self, trainer: Trainer, budget_s: float, eval_every_s: float, avg_fraction: float) -> None:
         self.trainer = trainer
         self.budget_s = budget_s
-        self.cooldown_s = budget_s * cooldown_fraction
         self.eval_every_s = eval_every_s
         self.avg_start_s = budget_s * (1.0 - avg_fraction)
         self.avg_start: tuple[int, dict] | None = None
@@ -247,10 +230,8 @@ class BudgetRun:
         next_eval = self.eval_every_s
         epoch = 0
         bar = tqdm(total=round(self.budget_s), desc=name, unit="s", position=0, disable=not main)
-        peak_lrs = {key: list(o.scheduler.base_lrs) for key, o in t.stage.optimizers.items()}
         while self.trained_s < self.budget_s:
             epoch += 1
-            self.cool_down(peak_lrs)
             fix_random_seed(t.opts.seed + epoch - 1)
             set_loader_epoch(t.train_data.loaders, epoch)
             t.stage.module.train()
@@ -270,19 +251,6 @@ class BudgetRun:
                     next_eval += self.eval_every_s
         bar.close()
         t.save(epoch)
-
-    def cool_down(self, peak_lrs: dict[str, list[float]]) -> None:
-        """Scale each schedule's peak LR by the wall-clock cooldown factor before an epoch.
-
-        With ``cooldown_fraction`` c > 0 the factor falls linearly from 1 to 0 over the last c of the
-        budget (``(budget - trained) / (c * budget)``, clipped to [0, 1]), on top of Eden2's own decay;
-        the clock is rank 0's, so all ranks use the same factor.
-        """
-        if self.cooldown_s <= 0:
-            return
-        factor = min(1.0, max(0.0, (self.budget_s - self.trained_s) / self.cooldown_s))
-        for key, o in self.trainer.stage.optimizers.items():
-            o.scheduler.base_lrs = [lr * factor for lr in peak_lrs[key]]
 
     def averaged_state(self) -> dict:
         """The model averaged over the batches since the averaging window started (rank 0 only)."""
@@ -488,7 +456,7 @@ def train_worker(
         ]  # fmt: skip
         trainer2 = make_trainer(flags, stage1=False, ctx=ctx)
         system2 = f"stage2-{args.n_timesteps}step"
-        run2 = BudgetRun(trainer2, budget2, eval_every, args.avg_fraction, args.lr_cooldown)
+        run2 = BudgetRun(trainer2, budget2, eval_every, args.avg_fraction)
         run2.run(
             "stage 2 (fine-tuning)",
             lambda s: rec.point((stage1_s + s) / 60, system2, trainer2.stage.generator, args.n_timesteps),

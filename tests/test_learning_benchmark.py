@@ -6,7 +6,6 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -57,26 +56,6 @@ def test_batch_must_split_over_processes(tmp_path: Path, capsys) -> None:
     assert "must split evenly" in capsys.readouterr().err
     args = learning.parse_args([*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--processes", "2"])
     assert (args.processes, args.threads) == (2, max(1, learning.usable_cores() // 2))
-
-
-def test_lr_cooldown_falls_linearly_to_zero_over_the_budget_end(tmp_path: Path, capsys) -> None:
-    scheduler = SimpleNamespace(base_lrs=[0.02, 0.01])
-    trainer = SimpleNamespace(stage=SimpleNamespace(optimizers={"g": SimpleNamespace(scheduler=scheduler)}))
-    run = learning.BudgetRun(
-        trainer, budget_s=100.0, eval_every_s=10.0, avg_fraction=0.5, cooldown_fraction=0.2
-    )
-    peak = {"g": [0.02, 0.01]}
-    for trained, factor in ((0.0, 1.0), (80.0, 1.0), (90.0, 0.5), (95.0, 0.25), (120.0, 0.0)):
-        run.trained_s = trained
-        run.cool_down(peak)
-        assert scheduler.base_lrs == pytest.approx([0.02 * factor, 0.01 * factor])
-    off = learning.BudgetRun(trainer, budget_s=100.0, eval_every_s=10.0, avg_fraction=0.5)
-    off.trained_s = 99.0
-    off.cool_down({"g": [1.0, 1.0]})
-    assert scheduler.base_lrs == [0.0, 0.0]  # untouched without a cooldown
-    with pytest.raises(SystemExit):
-        learning.parse_args([*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--lr-cooldown", "1.5"])
-    assert "must be in [0, 1]" in capsys.readouterr().err
 
 
 def strict_json(name: str) -> None:
