@@ -13,7 +13,8 @@ V/UV F1 and periodicity error. Baselines in the same run: the untrained generato
 pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0.99, librosa).
 The defaults are the settings measured best for a CPU budget (``mel_24k_small_envelope``, 0.5 s crops,
 30 % of the minutes in stage 1, then the 4-step generator at LR 0.02 (Eden2 constant 1500) on the mel
-loss plus the STFT phase-derivative loss (``--phase-loss-scale``, :mod:`flow2gan.models.spectral_losses`)
+loss plus the magnitude-weighted STFT phase-derivative loss (``--phase-loss-scale``,
+``--phase-loss-weight-power 0.5``, :mod:`flow2gan.models.spectral_losses`)
 for all of stage 2 — the GAN phase, ``--mel-only-batches N`` with a smaller N, lost at this budget;
 ``benchmarks/README.md``); the paper's settings remain the training CLIs' defaults.
 ``--stage1-checkpoint`` skips stage 1 and starts stage 2 from an earlier run's averaged stage-1
@@ -131,6 +132,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--phase-loss-n-ffts",
         default="512,1024",
         help="comma-separated STFT sizes of the phase-derivative loss",
+    )
+    p.add_argument(
+        "--phase-loss-weight-power",
+        type=float,
+        default=0.5,
+        help="exponent of the reference's power weighting the phase loss (0.5: by magnitude, 1: by power)",
     )
     p.add_argument(
         "--stft-loss-scale", type=float, default=0.0, help="stage-2 linear-STFT loss weight (0: off)"
@@ -449,6 +456,7 @@ def train_worker(
             "--mel-recon-loss-scale", str(args.mel_recon_loss_scale),
             "--phase-loss-scale", str(args.phase_loss_scale),
             "--phase-loss-n-ffts", args.phase_loss_n_ffts,
+            "--phase-loss-weight-power", str(args.phase_loss_weight_power),
             "--stft-loss-scale", str(args.stft_loss_scale),
             "--disc-loss-mr-scale", str(args.mrd_loss_scale),
             "--gen-loss-mr-scale", str(args.mrd_loss_scale),

@@ -122,6 +122,13 @@ class GANLossScales:
         default=PHASE_LOSS_N_FFTS,
         metadata={"help": "STFT sizes of the phase-derivative loss (hop n_fft / 4)"},
     )
+    phase_loss_weight_power: float = field(
+        default=1.0,
+        metadata={
+            "help": "exponent of the reference's |X[k] X[k-1]| weighting the phase-derivative loss "
+            "(1: by power, 0.5: by magnitude)"
+        },
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -144,6 +151,8 @@ class GANLossScales:
         object.__setattr__(self, "phase_loss_n_ffts", tuple(int(n) for n in self.phase_loss_n_ffts))
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
             raise ValueError(f"phase_loss_n_ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
+        if self.phase_loss_weight_power < 0:
+            raise ValueError(f"phase_loss_weight_power must be >= 0, got {self.phase_loss_weight_power}")
 
     def trains(self, key: str) -> bool:
         """Whether discriminator ``key`` ("mp" = MPD, "mr" = MRD) has a hinge loss in loss_d."""
@@ -281,7 +290,9 @@ class GAN(nn.Module):
         terms = {"mel_recon_loss": self.mel_recon_loss(real, fake)}
         loss = scales.mel_recon_loss_scale * terms["mel_recon_loss"]
         if scales.phase_loss_scale > 0:
-            terms["phase_loss"] = phase_derivative_loss(real, fake, scales.phase_loss_n_ffts)
+            terms["phase_loss"] = phase_derivative_loss(
+                real, fake, scales.phase_loss_n_ffts, scales.phase_loss_weight_power
+            )
             loss = loss + scales.phase_loss_scale * terms["phase_loss"]
         if scales.stft_loss_scale > 0:
             terms["stft_loss"] = stft_magnitude_loss(real, fake)

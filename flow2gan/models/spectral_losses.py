@@ -48,23 +48,28 @@ def _neighbour_products(spec: Tensor, dim: int) -> Tensor:
     return spec.narrow(dim, 1, n - 1) * spec.narrow(dim, 0, n - 1).conj()
 
 
-def phase_derivative_loss(real: Tensor, fake: Tensor, n_ffts: tuple[int, ...] = PHASE_LOSS_N_FFTS) -> Tensor:
+def phase_derivative_loss(
+    real: Tensor, fake: Tensor, n_ffts: tuple[int, ...] = PHASE_LOSS_N_FFTS, weight_power: float = 1.0
+) -> Tensor:
     """Energy-weighted ``1 - cos`` of the instantaneous-frequency and group-delay errors.
 
     For each resolution and each derivative (frames, bins): with ``P = X[k] conj(X[k-1])`` of the
-    reference and ``Q`` the same of the generated STFT, ``1 - Σ Re(Q/|Q| · conj(P)) / Σ |P|``, i.e. the
-    mean of ``1 - cos(∠Q − ∠P)`` weighted by ``|P| = |X[k]| |X[k-1]|`` (about the reference's power);
-    the sums pool the whole batch, so louder crops weigh more. Averaged over the 2 × len(n_ffts) terms.
-    real, fake: (B, T) -> () in [0, 2]; 0 when the derivatives agree wherever the reference has energy.
+    reference and ``Q`` the same of the generated STFT, the mean of ``1 - cos(∠Q − ∠P)`` weighted by
+    ``w = |P|^weight_power``, ``1 - Σ w Re(Q/|Q| · conj(P/|P|)) / Σ w``. ``|P| = |X[k]| |X[k-1]|`` is
+    about the reference's power, so ``weight_power`` 1 weighs by power and 0.5 by magnitude (quieter
+    harmonics count more). The sums pool the whole batch, so louder crops weigh more. Averaged over the
+    2 × len(n_ffts) terms. real, fake: (B, T) -> () in [0, 2]; 0 when the derivatives agree wherever
+    the reference has energy.
     """
     loss = real.new_zeros(())
     for ref, gen in _stft_pairs(real, fake, n_ffts):
         for dim in (-1, -2):
             p, q = _neighbour_products(ref, dim), _neighbour_products(gen, dim)
-            q_abs = q.abs()
+            q_abs, p_abs = q.abs(), p.abs()
             eps = _PHASOR_EPS * q_abs.mean().detach() + 1e-12
-            agreement = (q / (q_abs + eps) * p.conj()).real.sum()
-            loss = loss + 1 - agreement / (p.abs().sum() + 1e-12)
+            weight = p_abs.pow(weight_power)
+            agreement = (q / (q_abs + eps) * (p / (p_abs + 1e-30)).conj()).real * weight
+            loss = loss + 1 - agreement.sum() / (weight.sum() + 1e-12)
     return loss / (2 * len(n_ffts))
 
 
