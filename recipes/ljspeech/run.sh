@@ -13,7 +13,7 @@
 #   CPU (default here): mel_24k_small_envelope (mel-envelope preconditioning), narrow discriminators,
 #           batch 8 x 0.5 s, short LR warm-up, 4-step stage 2 at generator LR 0.02 trained without
 #           discriminators (mel_only; set it below the stage's batch count to end with the GAN phase) on
-#           the mel loss plus the STFT phase-derivative loss (phase_loss): the settings
+#           the mel loss plus the STFT phase-derivative loss (phase_loss, weighted by magnitude: phase_power): the settings
 #           benchmarks/learning.py measured best for a CPU budget (benchmarks/README.md).
 # Usage: bash recipes/ljspeech/run.sh [--wav-dir DIR] [--stage 0] [--stop-stage 6] [--out exp/ljspeech]
 set -euo pipefail
@@ -44,6 +44,7 @@ finetune_lr=${finetune_lr:-0.02}          # stage-2 generator LR (paper: 0.002 a
 finetune_lr_batches=${finetune_lr_batches:-5000}  # its Eden2 decay length (paper: 20000)
 mel_only=${mel_only:-1000000}             # stage-2 batches without discriminators before the GAN phase (paper: 0)
 phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivative loss (paper: 0)
+phase_power=${phase_power:-0.5}           # its weight |X[k] X[k-1]|^phase_power: 0.5 = by magnitude (1 = by power)
 stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
 
 . recipes/parse_options.sh
@@ -111,7 +112,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --generator-model-path "$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
     --base-lr-gen "$finetune_lr" --lr-batches-gen "$finetune_lr_batches" --mel-only-batches "$mel_only" \
-    --phase-loss-scale "$phase_loss" --stft-loss-scale "$stft_loss" \
+    --phase-loss-scale "$phase_loss" --phase-loss-weight-power "$phase_power" --stft-loss-scale "$stft_loss" \
     --save-every-n 1 --average-period 10 --log-interval 50 --valid-interval 1000
 fi
 
