@@ -13,10 +13,11 @@ V/UV F1 and periodicity error. Baselines in the same run: the untrained generato
 pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0.99, librosa).
 The defaults are the settings measured best for a CPU budget (``mel_24k_small_envelope``, 0.5 s crops,
 30 % of the minutes in stage 1, then the 4-step generator at LR 0.02 (Eden2 constant 1500) on the mel
-loss plus the magnitude-weighted STFT phase-derivative loss (``--phase-loss-scale``,
-``--phase-loss-weight-power 0.5``, :mod:`flow2gan.models.spectral_losses`)
-for all of stage 2 — the GAN phase, ``--mel-only-batches N`` with a smaller N, lost at this budget;
-``benchmarks/README.md``); the paper's settings remain the training CLIs' defaults.
+loss, the magnitude-weighted STFT phase-derivative loss (``--phase-loss-scale``,
+``--phase-loss-weight-power 0.5``) and the autocorrelation periodicity loss (``--periodicity-loss-scale``;
+both in :mod:`flow2gan.models.spectral_losses`) for all of stage 2 — the GAN phase,
+``--mel-only-batches N`` with a smaller N, lost at this budget; ``benchmarks/README.md``); the paper's
+settings remain the training CLIs' defaults.
 ``--stage1-checkpoint`` skips stage 1 and starts stage 2 from an earlier run's averaged stage-1
 checkpoint (for stage-2 comparisons from one start). Training runs as ``--processes`` data-parallel
 processes (DDP over gloo, default: one per usable core, at most 2, one torch thread each), each on its
@@ -141,6 +142,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--stft-loss-scale", type=float, default=0.0, help="stage-2 linear-STFT loss weight (0: off)"
+    )
+    p.add_argument(
+        "--periodicity-loss-scale",
+        type=float,
+        default=100.0,
+        help="stage-2 autocorrelation periodicity loss weight (0: off; 100 and 300 beat 0 at 60 min, "
+        "benchmarks/README.md)",
     )
     p.add_argument(
         "--mrd-loss-scale",
@@ -458,6 +466,7 @@ def train_worker(
             "--phase-loss-n-ffts", args.phase_loss_n_ffts,
             "--phase-loss-weight-power", str(args.phase_loss_weight_power),
             "--stft-loss-scale", str(args.stft_loss_scale),
+            "--periodicity-loss-scale", str(args.periodicity_loss_scale),
             "--disc-loss-mr-scale", str(args.mrd_loss_scale),
             "--gen-loss-mr-scale", str(args.mrd_loss_scale),
             "--feat-map-loss-mr-scale", str(args.mrd_loss_scale),

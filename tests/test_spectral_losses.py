@@ -1,5 +1,6 @@
-"""The stage-2 phase-derivative and STFT-magnitude losses (flow2gan options) and their GAN wiring."""
+"""The stage-2 extra losses (phase derivative, STFT magnitude, periodicity) and their GAN wiring."""
 
+import functools
 import math
 
 import pytest
@@ -9,9 +10,16 @@ from flow2gan.config import get_generator_config
 from flow2gan.features import complex_stft
 from flow2gan.models.gan import GAN, GANLossScales
 from flow2gan.models.generator import MelAudioGenerator
-from flow2gan.models.spectral_losses import phase_derivative_loss, stft_magnitude_loss
+from flow2gan.models.spectral_losses import (
+    frame_autocorrelation,
+    periodicity_loss,
+    phase_derivative_loss,
+    stft_magnitude_loss,
+)
 
 SR = 24000
+periodicity_24k = functools.partial(periodicity_loss, sampling_rate=SR)
+ALL_LOSSES = (phase_derivative_loss, stft_magnitude_loss, periodicity_24k)
 
 
 def voiced(n: int = 12288, f0: float = 150.0, seed: int = 0) -> torch.Tensor:
@@ -83,7 +91,7 @@ def test_group_delay_sees_a_time_shift() -> None:
 
 def test_losses_have_finite_gradients_for_partly_silent_output() -> None:
     x = voiced()
-    for loss_fn in (phase_derivative_loss, stft_magnitude_loss):
+    for loss_fn in ALL_LOSSES:
         fake = x.clone()
         fake[:, x.shape[-1] // 2 :] = 0
         fake.requires_grad_(True)
@@ -100,14 +108,14 @@ def test_stft_loss_zero_for_identical_signals_with_silent_bins() -> None:
 
 
 def test_negative_loss_scales_are_rejected() -> None:
-    for name in ("phase_loss_scale", "stft_loss_scale"):
+    for name in ("phase_loss_scale", "stft_loss_scale", "periodicity_loss_scale"):
         with pytest.raises(ValueError, match=name):
             GANLossScales(**{name: -1.0})
 
 
 def test_losses_reject_mismatched_shapes() -> None:
     x = voiced()
-    for loss_fn in (phase_derivative_loss, stft_magnitude_loss):
+    for loss_fn in ALL_LOSSES:
         with pytest.raises(ValueError, match="differ in shape"):
             loss_fn(x, x[:, :-256])
 
@@ -119,7 +127,7 @@ def test_gan_adds_the_terms_only_when_scaled() -> None:
     audio = voiced(n=24 * 256)
     mel = torch.randn(2, config.n_mels, 24)
     paper = GAN.from_config(generator, "gan_small_multi_scale_mel_recon")
-    scales = GANLossScales(phase_loss_scale=20.0, stft_loss_scale=10.0)
+    scales = GANLossScales(phase_loss_scale=20.0, stft_loss_scale=10.0, periodicity_loss_scale=30.0)
     extra = GAN.from_config(generator, "gan_small_multi_scale_mel_recon", loss_scales=scales)
     for gan in (paper, extra):
         gan.set_step_modes(discriminator_step=False)
@@ -128,9 +136,14 @@ def test_gan_adds_the_terms_only_when_scaled() -> None:
     torch.manual_seed(1)
     loss_e, info_e = extra(audio, mel, None, 2, discriminator_step=False, adversarial=False)
     assert set(info_p) == {"loss_g", "mel_recon_loss"}
-    assert set(info_e) == {"loss_g", "mel_recon_loss", "phase_loss", "stft_loss"}
+    assert set(info_e) == {"loss_g", "mel_recon_loss", "phase_loss", "stft_loss", "periodicity_loss"}
     torch.testing.assert_close(info_e["mel_recon_loss"], info_p["mel_recon_loss"])
-    expected = 45.0 * info_e["mel_recon_loss"] + 20.0 * info_e["phase_loss"] + 10.0 * info_e["stft_loss"]
+    expected = (
+        45.0 * info_e["mel_recon_loss"]
+        + 20.0 * info_e["phase_loss"]
+        + 10.0 * info_e["stft_loss"]
+        + 30.0 * info_e["periodicity_loss"]
+    )
     torch.testing.assert_close(loss_e.detach(), expected)
     torch.testing.assert_close(loss_p.detach(), 45.0 * info_p["mel_recon_loss"])
     loss_adv, info_adv = extra(audio, mel, None, 2, discriminator_step=False, adversarial=True)
@@ -141,7 +154,10 @@ def test_gan_adds_the_terms_only_when_scaled() -> None:
         + 0.1 * info_adv["feat_map_loss_mr"]
     )
     reconstruction = (
-        45.0 * info_adv["mel_recon_loss"] + 20.0 * info_adv["phase_loss"] + 10.0 * info_adv["stft_loss"]
+        45.0 * info_adv["mel_recon_loss"]
+        + 20.0 * info_adv["phase_loss"]
+        + 10.0 * info_adv["stft_loss"]
+        + 30.0 * info_adv["periodicity_loss"]
     )
     torch.testing.assert_close(loss_adv.detach(), adversarial + reconstruction)
 
@@ -163,3 +179,60 @@ def test_gan_phase_loss_uses_the_configured_resolutions() -> None:
     for bad in ((), (2,)):
         with pytest.raises(ValueError, match="phase_loss_n_ffts"):
             GANLossScales(phase_loss_n_ffts=bad)
+
+
+def test_frame_autocorrelation_is_linear_and_peaks_at_the_period() -> None:
+    n, period, win = 9600, 160, 960  # 150 Hz at 24 kHz
+    x = torch.zeros(1, n, dtype=torch.float64)
+    x[0, ::period] = 1.0
+    x = x + 0.01 * torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    acf = frame_autocorrelation(x, win, 240)[0]  # (960 lags, frames)
+    assert int(acf[100:300, 20].argmax()) + 100 == period
+    # frame 20 is centred at sample 20 * 240: the windowed segment around it, correlated directly
+    start = 20 * 240 - win  # reflect padding of win samples shifts the frame start
+    segment = torch.zeros(2 * win, dtype=torch.float64)
+    segment[win // 2 : win // 2 + win] = x[0, start + win // 2 : start + win // 2 + win]
+    segment[win // 2 : win // 2 + win] *= torch.hann_window(win, dtype=torch.float64)
+    direct = torch.stack([torch.dot(segment[: 2 * win - k], segment[k:]) for k in range(win)])
+    torch.testing.assert_close(acf[:, 20], direct)  # every lag: linear, not circular
+
+
+def test_periodicity_loss_sees_noise_between_harmonics() -> None:
+    x = voiced()
+    assert periodicity_24k(x, x.clone()).item() < 1e-5
+    assert periodicity_24k(x, -x).item() < 1e-5  # polarity
+    assert periodicity_24k(x, 0.1 * x).item() < 1e-5  # level
+    g = torch.Generator().manual_seed(3)
+    noisy = x + 0.3 * x.std() * torch.randn(x.shape, generator=g)  # 10 dB harmonics-to-noise ratio
+    assert periodicity_24k(x, noisy).item() > 0.01  # measured 0.020
+    assert periodicity_24k(x, random_phase(x)).item() > 0.08  # measured 0.16
+
+
+def test_periodicity_loss_counts_quiet_and_loud_items_alike() -> None:
+    """In one batch, noise in a -20 dB item costs about what the same relative noise in the loud one does."""
+    x = voiced()[:1]
+    noise = 0.3 * x.std() * torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    batch = torch.cat([x, 0.1 * x])
+    in_loud = periodicity_24k(batch, batch + torch.cat([noise, 0 * noise]))
+    in_quiet = periodicity_24k(batch, batch + torch.cat([0 * noise, 0.1 * noise]))
+    torch.testing.assert_close(in_quiet, in_loud, rtol=0.1, atol=0)  # measured 5 % apart (the gate)
+    assert in_loud.item() > 0.005  # half of the batch's frames hold the noise
+
+
+def test_periodicity_loss_ignores_digital_silence_and_checks_its_input() -> None:
+    x = voiced()
+    x[:, 4096:] = 0
+    fake = x.clone()
+    fake[:, 4096:] = 1e-4 * torch.randn(fake[:, 4096:].shape, generator=torch.Generator().manual_seed(4))
+    # noise where the reference is digitally silent hardly counts (measured 5e-6)
+    assert periodicity_24k(x, fake).item() < 1e-4
+    with pytest.raises(ValueError, match="pitch lags"):
+        periodicity_loss(x, x, SR, f0_range=(20.0, 550.0))  # 1200-sample lag > 960-sample window
+    for bad in ((0.0, 550.0), (50.0, 0.0), (300.0, 100.0)):
+        with pytest.raises(ValueError, match="f0_range"):
+            periodicity_loss(x, x, SR, f0_range=bad)
+    with pytest.raises(ValueError, match="too short"):
+        periodicity_loss(x[:, :960], x[:, :960], SR)  # a 960-sample window needs more than 960
+    assert periodicity_loss(x[:, :961], x[:, :961], SR).item() == 0.0
+    with pytest.raises(ValueError, match="too short"):
+        stft_magnitude_loss(x[:, :1024], x[:, :1024])  # n_fft 2048 pads 1024 per side

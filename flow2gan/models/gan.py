@@ -20,7 +20,12 @@ from flow2gan.models.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
 )
-from flow2gan.models.spectral_losses import PHASE_LOSS_N_FFTS, phase_derivative_loss, stft_magnitude_loss
+from flow2gan.models.spectral_losses import (
+    PHASE_LOSS_N_FFTS,
+    periodicity_loss,
+    phase_derivative_loss,
+    stft_magnitude_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +132,13 @@ class GANLossScales:
         metadata={
             "help": "exponent of the reference's |X[k] X[k-1]| weighting the phase-derivative loss "
             "(1: by power, 0.5: by magnitude)"
+        },
+    )
+    periodicity_loss_scale: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the autocorrelation periodicity loss in loss_g (a flow2gan option for CPU "
+            "budgets; 0 = off, the paper's loss)"
         },
     )
 
@@ -283,8 +295,8 @@ class GAN(nn.Module):
     def reconstruction_loss(self, real: Tensor, fake: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Weighted sum of the reconstruction terms and the terms: (B, T) x 2 -> ((), {name: ()}).
 
-        ``mel_recon_loss`` always; ``phase_loss`` / ``stft_loss`` (:mod:`flow2gan.models.spectral_losses`,
-        flow2gan options) only when their scales are > 0.
+        ``mel_recon_loss`` always; ``phase_loss`` / ``stft_loss`` / ``periodicity_loss``
+        (:mod:`flow2gan.models.spectral_losses`, flow2gan options) only when their scales are > 0.
         """
         scales = self.loss_scales
         terms = {"mel_recon_loss": self.mel_recon_loss(real, fake)}
@@ -297,6 +309,9 @@ class GAN(nn.Module):
         if scales.stft_loss_scale > 0:
             terms["stft_loss"] = stft_magnitude_loss(real, fake)
             loss = loss + scales.stft_loss_scale * terms["stft_loss"]
+        if scales.periodicity_loss_scale > 0:
+            terms["periodicity_loss"] = periodicity_loss(real, fake, self.sampling_rate)
+            loss = loss + scales.periodicity_loss_scale * terms["periodicity_loss"]
         return loss, terms
 
     def _generate(self, audio: Tensor, mel: Tensor, audio_lens: Tensor | None, n_timesteps: int) -> Tensor:

@@ -1,8 +1,8 @@
 """Extra reconstruction losses of the stage-2 generator (flow2gan extensions, off in the paper's settings).
 
 The paper's generator loss compares log-mels only (:func:`flow2gan.models.gan.mel_recon_per_scale`);
-on a CPU budget, where the discriminators cannot be afforded, two more direct targets measurably
-help (``benchmarks/README.md``, "Phase and STFT losses"):
+on a CPU budget, where the discriminators cannot be afforded, more direct targets measurably help
+(``benchmarks/README.md``, "Phase and STFT losses" and "Autocorrelation periodicity loss"):
 
 * :func:`phase_derivative_loss`: the phase *derivatives* of the STFT, instantaneous frequency (phase
   change between frames) and group delay (phase change between bins), as in the anti-wrapping phase
@@ -15,12 +15,21 @@ help (``benchmarks/README.md``, "Phase and STFT losses"):
 * :func:`stft_magnitude_loss`: spectral convergence plus log-magnitude L1 on linear-frequency STFTs
   (Arik et al., 2018; Yamamoto et al., 2020, Parallel WaveGAN), which weights loud, high-resolution
   harmonic structure more than the log-mel L1 does.
+* :func:`periodicity_loss`: the normalised autocorrelation ``R(τ) / R(0)`` of each frame at the lags
+  of voice pitch (50-550 Hz), the time-domain measure of periodicity behind autocorrelation pitch
+  trackers (Boersma, 1993, "Accurate short-term analysis of the fundamental frequency and the
+  harmonics-to-noise ratio of a sampled sound", whose division by the window's own autocorrelation
+  is left out here: both signals share the window). Per frame it is invariant to level, so quiet
+  voiced frames count as much as loud ones, and noise between harmonics, which the wide mel bands
+  above ~1 kHz do not see, lowers its peak at the pitch period.
 
-Both take waveforms (B, T) and return a scalar; the STFTs are centred, Hann-windowed, hop n_fft / 4.
+All take waveforms (B, T) and return a scalar; the STFTs are centred (reflect padding, so T must
+exceed half the longest frame: ``ValueError`` otherwise) and Hann-windowed, hop a quarter frame.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import torch
@@ -29,14 +38,27 @@ from torch import Tensor
 from flow2gan.features import LOG_CLAMP, complex_stft
 
 PHASE_LOSS_N_FFTS = (512, 1024)
+PERIODICITY_WINDOW_S = 0.04  # autocorrelation frame: two periods of the lowest pitch (Boersma uses 3)
+PERIODICITY_F0_RANGE = (50.0, 550.0)  # Hz: the lags compared (CREPE's range in flow2gan.eval.pitch)
+_GATE_LEVEL = 1e-3  # frames 30 dB below the batch's mean frame energy count half (silence not at all)
 STFT_LOSS_N_FFTS = (512, 1024, 2048)
 _PHASOR_EPS = 1e-4  # relative to the mean magnitude: keeps the unit phasor's gradient bounded near zero
 
 
-def _stft_pairs(real: Tensor, fake: Tensor, n_ffts: tuple[int, ...]) -> Iterator[tuple[Tensor, Tensor]]:
-    """Complex STFTs ``(X, Y)`` of reference and output per resolution; ``ValueError`` if shapes differ."""
+def _check_pair(real: Tensor, fake: Tensor, frame_length: int) -> None:
+    """``ValueError`` unless both are (..., T) of one shape, T above the centring pad frame_length // 2."""
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} differ in shape")
+    if real.shape[-1] <= frame_length // 2:
+        raise ValueError(
+            f"{real.shape[-1]} samples are too short for {frame_length}-sample analysis frames "
+            f"(more than {frame_length // 2} needed)"
+        )
+
+
+def _stft_pairs(real: Tensor, fake: Tensor, n_ffts: tuple[int, ...]) -> Iterator[tuple[Tensor, Tensor]]:
+    """Complex STFTs ``(X, Y)`` of reference and output per resolution (inputs checked by _check_pair)."""
+    _check_pair(real, fake, max(n_ffts))
     for n_fft in n_ffts:
         window = torch.hann_window(n_fft, device=real.device, dtype=real.dtype)
         yield complex_stft(real, n_fft, n_fft // 4, window), complex_stft(fake, n_fft, n_fft // 4, window)
@@ -87,3 +109,60 @@ def stft_magnitude_loss(real: Tensor, fake: Tensor, n_ffts: tuple[int, ...] = ST
         log_l1 = torch.mean(torch.abs(log_ref - log_gen))
         loss = loss + convergence + log_l1
     return loss / len(n_ffts)
+
+
+def frame_autocorrelation(x: Tensor, win_length: int, hop_length: int) -> Tensor:
+    """Autocorrelation of Hann-windowed frames, lags 0 .. win_length - 1: (B, T) -> (B, win_length, F).
+
+    Computed as the inverse FFT of the power spectrum of frames zero-padded to twice their length, so
+    it is linear (not circular); frames are centred at multiples of ``hop_length`` (reflect padding).
+    """
+    n_fft = 2 * win_length
+    window = x.new_zeros(n_fft)
+    window[win_length // 2 : win_length // 2 + win_length] = torch.hann_window(
+        win_length, device=x.device, dtype=x.dtype
+    )
+    power = complex_stft(x, n_fft, hop_length, window).abs().pow(2)
+    return torch.fft.irfft(power, n=n_fft, dim=-2)[..., :win_length, :]
+
+
+def periodicity_loss(
+    real: Tensor,
+    fake: Tensor,
+    sampling_rate: int,
+    f0_range: tuple[float, float] = PERIODICITY_F0_RANGE,
+    window_s: float = PERIODICITY_WINDOW_S,
+) -> Tensor:
+    """Mean ``|r_fake(τ) − r_real(τ)|`` of the frames' normalised autocorrelations at the pitch lags.
+
+    ``r(τ) = R(τ) / R(0)`` per frame (Hann window of ``window_s`` seconds, hop a quarter of it), for
+    the lags ``τ`` of ``f0_range`` (``sampling_rate / f0_max`` .. ``sampling_rate / f0_min``
+    samples). Not divided by the window's autocorrelation (unlike Boersma, 1993), so ``r`` at the
+    period of a pure tone is lower for low pitch (0.66 at 100 Hz, 0.95 at 300 Hz at the defaults).
+    Frames are weighted by ``e / (e + 1e-3 · mean e)`` with ``e`` the reference frame's energy
+    ``R(0)``: frames down to ~20 dB below the batch's mean energy count about equally, 30 dB below
+    it half, digital silence not at all; the sums pool the batch. The output's ``R(0)`` is floored
+    at 1e-9 of the reference's mean, so the gradient grows as a frame of the output fades towards
+    silence (it stays finite). real, fake: (B, T) -> () in [0, 2]. ``ValueError`` for differing
+    shapes, T not above one window, an ``f0_range`` not ``0 < min < max``, or a window shorter than
+    the longest lag.
+    """
+    f0_min, f0_max = f0_range
+    if not 0 < f0_min < f0_max:
+        raise ValueError(f"f0_range must satisfy 0 < min < max, got {f0_range}")
+    win_length = round(window_s * sampling_rate)
+    _check_pair(real, fake, 2 * win_length)
+    lag_min, lag_max = int(sampling_rate / f0_max), math.ceil(sampling_rate / f0_min)
+    if not 0 < lag_min < lag_max < win_length:
+        raise ValueError(
+            f"pitch lags {lag_min}..{lag_max} need 0 < min < max < window length {win_length} samples"
+        )
+    acf_real = frame_autocorrelation(real, win_length, win_length // 4).detach()  # the target
+    acf_fake = frame_autocorrelation(fake, win_length, win_length // 4)
+    energy_real, energy_fake = acf_real[..., 0, :], acf_fake[..., 0, :]
+    eps = 1e-9 * energy_real.mean() + 1e-20
+    norm_real = acf_real[..., lag_min : lag_max + 1, :] / (energy_real.unsqueeze(-2) + eps)
+    norm_fake = acf_fake[..., lag_min : lag_max + 1, :] / (energy_fake.unsqueeze(-2) + eps)
+    gate = energy_real / (energy_real + _GATE_LEVEL * energy_real.mean() + 1e-20)
+    per_frame = (norm_fake - norm_real).abs().mean(-2)
+    return (per_frame * gate).sum() / (gate.sum() + 1e-12)

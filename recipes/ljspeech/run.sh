@@ -8,12 +8,13 @@
 # Settings (override as --name value or from the environment):
 #   1 GPU:  device=cuda batch_size=64 duration=1.5 model_name=mel_24k_base gan_name=gan_multi_scale_mel_recon
 #           pretrain_epochs=100 finetune_epochs=10 finetune_lr=0.002 finetune_lr_batches=20000
-#           gen_start=1000 n_timesteps=2 mel_only=0 phase_loss=0 stft_loss=0 (the paper's stage-1
-#           settings are batch 256 x 2 GPUs).
+#           gen_start=1000 n_timesteps=2 mel_only=0 phase_loss=0 stft_loss=0 periodicity_loss=0 (the
+#           paper's stage-1 settings are batch 256 x 2 GPUs).
 #   CPU (default here): mel_24k_small_envelope (mel-envelope preconditioning), narrow discriminators,
 #           batch 8 x 0.5 s, short LR warm-up, 4-step stage 2 at generator LR 0.02 trained without
 #           discriminators (mel_only; set it below the stage's batch count to end with the GAN phase) on
-#           the mel loss plus the STFT phase-derivative loss (phase_loss, weighted by magnitude: phase_power): the settings
+#           the mel loss plus the STFT phase-derivative loss (phase_loss, weighted by magnitude: phase_power)
+#           and the autocorrelation periodicity loss (periodicity_loss): the settings
 #           benchmarks/learning.py measured best for a CPU budget (benchmarks/README.md).
 # Usage: bash recipes/ljspeech/run.sh [--wav-dir DIR] [--stage 0] [--stop-stage 6] [--out exp/ljspeech]
 set -euo pipefail
@@ -46,6 +47,7 @@ mel_only=${mel_only:-1000000}             # stage-2 batches without discriminato
 phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivative loss (paper: 0)
 phase_power=${phase_power:-0.5}           # its weight |X[k] X[k-1]|^phase_power: 0.5 = by magnitude (1 = by power)
 stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
+periodicity_loss=${periodicity_loss:-100} # weight of the stage-2 autocorrelation periodicity loss (paper: 0)
 
 . recipes/parse_options.sh
 
@@ -113,6 +115,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
     --base-lr-gen "$finetune_lr" --lr-batches-gen "$finetune_lr_batches" --mel-only-batches "$mel_only" \
     --phase-loss-scale "$phase_loss" --phase-loss-weight-power "$phase_power" --stft-loss-scale "$stft_loss" \
+    --periodicity-loss-scale "$periodicity_loss" \
     --save-every-n 1 --average-period 10 --log-interval 50 --valid-interval 1000
 fi
 

@@ -9,8 +9,8 @@
 # project's own test_data/wav (espeak-ng speech, 3 files; us_female_question is held out), plus more
 # espeak-ng utterances when espeak-ng and sox are installed. --lj-dir DIR points at another copy.
 # The model is mel_24k_small_envelope (mel-envelope preconditioning: what makes a CPU budget count,
-# see benchmarks/README.md), stage 2 adds the STFT phase-derivative loss, and the fine-tuned generator
-# runs 4 Euler steps.
+# see benchmarks/README.md), stage 2 adds the STFT phase-derivative and periodicity losses, and the
+# fine-tuned generator runs 4 Euler steps.
 # Every setting below can be overridden from the environment or as --name value (e.g. --stage 3).
 # Usage: bash recipes/mini/run.sh [--stage 0] [--stop-stage 6] [--out exp/mini] ...
 set -euo pipefail
@@ -36,6 +36,7 @@ mel_only=${mel_only:-1000}                # stage-2 batches without discriminato
 phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivative loss (paper: 0)
 phase_power=${phase_power:-0.5}           # its weight |X[k] X[k-1]|^phase_power: 0.5 = by magnitude (1 = by power)
 stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
+periodicity_loss=${periodicity_loss:-100} # weight of the stage-2 autocorrelation periodicity loss (paper: 0)
 gen_start=${gen_start:-0}                 # discriminator-only batches before G/D alternation
 n_timesteps=${n_timesteps:-4}
 warmup_batches=${warmup_batches:-100}     # the paper's 500-batch LR warm-up is most of a mini run
@@ -126,6 +127,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
     --base-lr-gen "$finetune_lr" --lr-batches-gen 5000 --mel-only-batches "$mel_only" \
     --phase-loss-scale "$phase_loss" --phase-loss-weight-power "$phase_power" --stft-loss-scale "$stft_loss" \
+    --periodicity-loss-scale "$periodicity_loss" \
     --save-every-n 1 --keep-last-k $((finetune_avg + 1)) --average-period 10 --log-interval 20 --valid-interval 100
 fi
 
