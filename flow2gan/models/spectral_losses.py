@@ -38,11 +38,11 @@ from torch import Tensor
 from flow2gan.features import LOG_CLAMP, complex_stft
 
 PHASE_LOSS_N_FFTS = (512, 1024)
+STFT_LOSS_N_FFTS = (512, 1024, 2048)
 PERIODICITY_WINDOW_S = 0.04  # autocorrelation frame: two periods of the lowest pitch (Boersma uses 3)
 PERIODICITY_F0_RANGE = (50.0, 550.0)  # Hz: the lags compared (CREPE's range in flow2gan.eval.pitch)
-_GATE_LEVEL = 1e-3  # frames 30 dB below the batch's mean frame energy count half (silence not at all)
-STFT_LOSS_N_FFTS = (512, 1024, 2048)
 _PHASOR_EPS = 1e-4  # relative to the mean magnitude: keeps the unit phasor's gradient bounded near zero
+_GATE_LEVEL = 1e-3  # frames 30 dB below the batch's mean frame energy count half (silence not at all)
 
 
 def _check_pair(real: Tensor, fake: Tensor, frame_length: int) -> None:
@@ -160,9 +160,10 @@ def periodicity_loss(
     acf_real = frame_autocorrelation(real, win_length, win_length // 4).detach()  # the target
     acf_fake = frame_autocorrelation(fake, win_length, win_length // 4)
     energy_real, energy_fake = acf_real[..., 0, :], acf_fake[..., 0, :]
-    eps = 1e-9 * energy_real.mean() + 1e-20
+    mean_energy = energy_real.mean()
+    eps = 1e-9 * mean_energy + 1e-20
     norm_real = acf_real[..., lag_min : lag_max + 1, :] / (energy_real.unsqueeze(-2) + eps)
     norm_fake = acf_fake[..., lag_min : lag_max + 1, :] / (energy_fake.unsqueeze(-2) + eps)
-    gate = energy_real / (energy_real + _GATE_LEVEL * energy_real.mean() + 1e-20)
+    gate = energy_real / (energy_real + _GATE_LEVEL * mean_energy + 1e-20)
     per_frame = (norm_fake - norm_real).abs().mean(-2)
     return (per_frame * gate).sum() / (gate.sum() + 1e-12)
