@@ -147,8 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--periodicity-loss-scale",
         type=float,
         default=100.0,
-        help="stage-2 autocorrelation periodicity loss weight (0: off; 100 and 300 beat 0 at 60 min, "
-        "benchmarks/README.md)",
+        help="stage-2 autocorrelation periodicity loss weight (0: off; 100 and 300 beat 0 at 60 min; "
+        "its pitch-period term is on since 2026-12-06, benchmarks/README.md)",
     )
     p.add_argument(
         "--mrd-loss-scale",

@@ -21,7 +21,9 @@ on a CPU budget, where the discriminators cannot be afforded, more direct target
   harmonics-to-noise ratio of a sampled sound", whose division by the window's own autocorrelation
   is left out here: both signals share the window). Per frame it is invariant to level, so quiet
   voiced frames count as much as loud ones, and noise between harmonics, which the wide mel bands
-  above ~1 kHz do not see, lowers its peak at the pitch period.
+  above ~1 kHz do not see, lowers its peak at the pitch period. That peak, at the reference's
+  period, is also compared on its own (``peak_weight``), as it is what a pitch tracker's
+  periodicity reads.
 
 All take waveforms (B, T) and return a scalar; the STFTs are centred (reflect padding, so T must
 exceed half the longest frame: ``ValueError`` otherwise) and Hann-windowed, hop a quarter frame.
@@ -41,6 +43,7 @@ PHASE_LOSS_N_FFTS = (512, 1024)
 STFT_LOSS_N_FFTS = (512, 1024, 2048)
 PERIODICITY_WINDOW_S = 0.04  # autocorrelation frame: two periods of the lowest pitch (Boersma uses 3)
 PERIODICITY_F0_RANGE = (50.0, 550.0)  # Hz: the lags compared (CREPE's range in flow2gan.eval.pitch)
+PERIODICITY_PEAK_WEIGHT = 1.0  # the pitch-period lag's extra weight (benchmarks/README.md, 2026-12-06)
 _PHASOR_EPS = 1e-4  # relative to the mean magnitude: keeps the unit phasor's gradient bounded near zero
 _GATE_LEVEL = 1e-3  # frames 30 dB below the batch's mean frame energy count half (silence not at all)
 
@@ -132,24 +135,31 @@ def periodicity_loss(
     sampling_rate: int,
     f0_range: tuple[float, float] = PERIODICITY_F0_RANGE,
     window_s: float = PERIODICITY_WINDOW_S,
+    peak_weight: float = PERIODICITY_PEAK_WEIGHT,
 ) -> Tensor:
-    """Mean ``|r_fake(τ) − r_real(τ)|`` of the frames' normalised autocorrelations at the pitch lags.
+    """Distance of the frames' normalised autocorrelations at the pitch lags, and at the pitch period.
 
     ``r(τ) = R(τ) / R(0)`` per frame (Hann window of ``window_s`` seconds, hop a quarter of it), for
     the lags ``τ`` of ``f0_range`` (``sampling_rate / f0_max`` .. ``sampling_rate / f0_min``
-    samples). Not divided by the window's autocorrelation (unlike Boersma, 1993), so ``r`` at the
+    samples). A frame's distance is ``mean_τ |r_fake(τ) − r_real(τ)| + peak_weight ·
+    |r_fake(τ*) − r_real(τ*)|`` with ``τ*`` the lag of the reference's highest ``r`` (its pitch
+    period): that peak, which is what a pitch tracker's periodicity reads, is one lag among ~440 in
+    the mean.
+    Not divided by the window's autocorrelation (unlike Boersma, 1993), so ``r`` at the
     period of a pure tone is lower for low pitch (0.66 at 100 Hz, 0.95 at 300 Hz at the defaults).
     Frames are weighted by ``e / (e + 1e-3 · mean e)`` with ``e`` the reference frame's energy
     ``R(0)``: frames down to ~20 dB below the batch's mean energy count about equally, 30 dB below
     it half, digital silence not at all; the sums pool the batch. The output's ``R(0)`` is floored
     at 1e-9 of the reference's mean, so the gradient grows as a frame of the output fades towards
-    silence (it stays finite). real, fake: (B, T) -> () in [0, 2]. ``ValueError`` for differing
-    shapes, T not above one window, an ``f0_range`` not ``0 < min < max``, or a window shorter than
-    the longest lag.
+    silence (it stays finite). real, fake: (B, T) -> () in [0, 2 (1 + peak_weight)]. ``ValueError``
+    for differing shapes, T not above one window, an ``f0_range`` not ``0 < min < max``, a window
+    shorter than the longest lag, or a negative ``peak_weight``.
     """
     f0_min, f0_max = f0_range
     if not 0 < f0_min < f0_max:
         raise ValueError(f"f0_range must satisfy 0 < min < max, got {f0_range}")
+    if peak_weight < 0:
+        raise ValueError(f"peak_weight must be >= 0, got {peak_weight}")
     win_length = round(window_s * sampling_rate)
     _check_pair(real, fake, 2 * win_length)
     lag_min, lag_max = int(sampling_rate / f0_max), math.ceil(sampling_rate / f0_min)
@@ -165,5 +175,7 @@ def periodicity_loss(
     norm_real = acf_real[..., lag_min : lag_max + 1, :] / (energy_real.unsqueeze(-2) + eps)
     norm_fake = acf_fake[..., lag_min : lag_max + 1, :] / (energy_fake.unsqueeze(-2) + eps)
     gate = energy_real / (energy_real + _GATE_LEVEL * mean_energy + 1e-20)
-    per_frame = (norm_fake - norm_real).abs().mean(-2)
+    error = (norm_fake - norm_real).abs()
+    period = norm_real.argmax(-2, keepdim=True)
+    per_frame = error.mean(-2) + peak_weight * error.gather(-2, period).squeeze(-2)
     return (per_frame * gate).sum() / (gate.sum() + 1e-12)
