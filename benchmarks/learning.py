@@ -147,8 +147,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--periodicity-loss-scale",
         type=float,
         default=100.0,
-        help="stage-2 autocorrelation periodicity loss weight (0: off; 100 and 300 beat 0 at 60 min; "
-        "its pitch-period term is on since 2026-12-06, benchmarks/README.md)",
+        help="stage-2 autocorrelation periodicity loss weight (0: off; 100 and 300 beat 0 at 60 min, "
+        "benchmarks/README.md)",
+    )
+    p.add_argument(
+        "--periodicity-peak-weight",
+        type=float,
+        default=1.0,
+        help="extra weight of the periodicity loss at the reference's pitch period (1 beat 0 at 60 min; "
+        "0: the mean over pitch lags alone)",
     )
     p.add_argument(
         "--mrd-loss-scale",
@@ -467,6 +474,7 @@ def train_worker(
             "--phase-loss-weight-power", str(args.phase_loss_weight_power),
             "--stft-loss-scale", str(args.stft_loss_scale),
             "--periodicity-loss-scale", str(args.periodicity_loss_scale),
+            "--periodicity-peak-weight", str(args.periodicity_peak_weight),
             "--disc-loss-mr-scale", str(args.mrd_loss_scale),
             "--gen-loss-mr-scale", str(args.mrd_loss_scale),
             "--feat-map-loss-mr-scale", str(args.mrd_loss_scale),

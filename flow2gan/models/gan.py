@@ -21,6 +21,7 @@ from flow2gan.models.discriminators import (
     MultiResolutionDiscriminator,
 )
 from flow2gan.models.spectral_losses import (
+    PERIODICITY_PEAK_WEIGHT,
     PHASE_LOSS_N_FFTS,
     periodicity_loss,
     phase_derivative_loss,
@@ -141,6 +142,13 @@ class GANLossScales:
             "budgets; 0 = off, the paper's loss)"
         },
     )
+    periodicity_peak_weight: float = field(
+        default=PERIODICITY_PEAK_WEIGHT,
+        metadata={
+            "help": "extra weight of the periodicity loss at the reference's pitch period (0: the mean "
+            "over pitch lags alone)"
+        },
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -163,8 +171,9 @@ class GANLossScales:
         object.__setattr__(self, "phase_loss_n_ffts", tuple(int(n) for n in self.phase_loss_n_ffts))
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
             raise ValueError(f"phase_loss_n_ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
-        if self.phase_loss_weight_power < 0:
-            raise ValueError(f"phase_loss_weight_power must be >= 0, got {self.phase_loss_weight_power}")
+        for name in ("phase_loss_weight_power", "periodicity_peak_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def trains(self, key: str) -> bool:
         """Whether discriminator ``key`` ("mp" = MPD, "mr" = MRD) has a hinge loss in loss_d."""
@@ -310,7 +319,9 @@ class GAN(nn.Module):
             terms["stft_loss"] = stft_magnitude_loss(real, fake)
             loss = loss + scales.stft_loss_scale * terms["stft_loss"]
         if scales.periodicity_loss_scale > 0:
-            terms["periodicity_loss"] = periodicity_loss(real, fake, self.sampling_rate)
+            terms["periodicity_loss"] = periodicity_loss(
+                real, fake, self.sampling_rate, peak_weight=scales.periodicity_peak_weight
+            )
             loss = loss + scales.periodicity_loss_scale * terms["periodicity_loss"]
         return loss, terms
 

@@ -142,11 +142,11 @@ def periodicity_loss(
     ``r(τ) = R(τ) / R(0)`` per frame (Hann window of ``window_s`` seconds, hop a quarter of it), for
     the lags ``τ`` of ``f0_range`` (``sampling_rate / f0_max`` .. ``sampling_rate / f0_min``
     samples). A frame's distance is ``mean_τ |r_fake(τ) − r_real(τ)| + peak_weight ·
-    |r_fake(τ*) − r_real(τ*)|`` with ``τ*`` the lag of the reference's highest ``r`` (its pitch
-    period): that peak, which is what a pitch tracker's periodicity reads, is one lag among ~440 in
-    the mean.
-    Not divided by the window's autocorrelation (unlike Boersma, 1993), so ``r`` at the
-    period of a pure tone is lower for low pitch (0.66 at 100 Hz, 0.95 at 300 Hz at the defaults).
+    |r_fake(τ*) − r_real(τ*)|`` with ``τ*`` the lag of the reference's highest ``r`` (in voiced
+    frames its pitch period): that peak, which is what a pitch tracker's periodicity reads, is one
+    lag among 438 in the mean at 24 kHz. Not divided by the window's autocorrelation (unlike
+    Boersma, 1993), so ``r`` at the period of a pure tone is lower for low pitch (0.66 at 100 Hz,
+    0.95 at 300 Hz at the defaults).
     Frames are weighted by ``e / (e + 1e-3 · mean e)`` with ``e`` the reference frame's energy
     ``R(0)``: frames down to ~20 dB below the batch's mean energy count about equally, 30 dB below
     it half, digital silence not at all; the sums pool the batch. The output's ``R(0)`` is floored
