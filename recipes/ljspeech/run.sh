@@ -48,6 +48,7 @@ phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivati
 phase_power=${phase_power:-0.5}           # its weight |X[k] X[k-1]|^phase_power: 0.5 = by magnitude (1 = by power)
 stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
 periodicity_loss=${periodicity_loss:-100} # weight of the stage-2 autocorrelation periodicity loss (paper: 0)
+periodicity_peak=${periodicity_peak:-1} # its extra weight at the pitch period (0: the mean over lags alone)
 
 . recipes/parse_options.sh
 
@@ -115,7 +116,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
     --base-lr-gen "$finetune_lr" --lr-batches-gen "$finetune_lr_batches" --mel-only-batches "$mel_only" \
     --phase-loss-scale "$phase_loss" --phase-loss-weight-power "$phase_power" --stft-loss-scale "$stft_loss" \
-    --periodicity-loss-scale "$periodicity_loss" \
+    --periodicity-loss-scale "$periodicity_loss" --periodicity-peak-weight "$periodicity_peak" \
     --save-every-n 1 --average-period 10 --log-interval 50 --valid-interval 1000
 fi
 

@@ -37,6 +37,7 @@ phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivati
 phase_power=${phase_power:-0.5}           # its weight |X[k] X[k-1]|^phase_power: 0.5 = by magnitude (1 = by power)
 stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
 periodicity_loss=${periodicity_loss:-100} # weight of the stage-2 autocorrelation periodicity loss (paper: 0)
+periodicity_peak=${periodicity_peak:-1} # its extra weight at the pitch period (0: the mean over lags alone)
 gen_start=${gen_start:-0}                 # discriminator-only batches before G/D alternation
 n_timesteps=${n_timesteps:-4}
 warmup_batches=${warmup_batches:-100}     # the paper's 500-batch LR warm-up is most of a mini run
@@ -127,7 +128,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
     --base-lr-gen "$finetune_lr" --lr-batches-gen 5000 --mel-only-batches "$mel_only" \
     --phase-loss-scale "$phase_loss" --phase-loss-weight-power "$phase_power" --stft-loss-scale "$stft_loss" \
-    --periodicity-loss-scale "$periodicity_loss" \
+    --periodicity-loss-scale "$periodicity_loss" --periodicity-peak-weight "$periodicity_peak" \
     --save-every-n 1 --keep-last-k $((finetune_avg + 1)) --average-period 10 --log-interval 20 --valid-interval 100
 fi
 
