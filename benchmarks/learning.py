@@ -154,8 +154,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--periodicity-peak-weight",
         type=float,
         default=1.0,
-        help="extra weight of the periodicity loss at the reference's pitch period (1 beat 0 at 60 min; "
-        "0: the mean over pitch lags alone)",
+        help="extra weight of the periodicity loss at the reference's pitch period, used when "
+        "--periodicity-loss-scale > 0 (default 1, which beat 0 at 60 min; 0: the mean over pitch lags alone)",
     )
     p.add_argument(
         "--mrd-loss-scale",

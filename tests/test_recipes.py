@@ -68,6 +68,17 @@ def test_run_libritts_missing_root_is_a_clear_message(tmp_path):
     assert "LibriTTS not found" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("script", ["recipes/mini/run.sh", "recipes/ljspeech/run.sh", "run_libritts.sh"])
+def test_recipe_options_reject_typos_and_missing_values(script):
+    """A misspelt setting or a setting without its value stops the recipe before any stage runs."""
+    typo = run_script(script, "--periodicity-peek", "0", "--stage", "99")
+    assert typo.returncode == 2 and "unknown option --periodicity-peek" in typo.stderr
+    no_value = run_script(script, "--stage")  # run_script appends --python ...
+    assert no_value.returncode == 2 and "missing value for --stage" in no_value.stderr
+    ok = run_script(script, "--stage", "99", "--stop-stage", "99")
+    assert ok.returncode == 0, ok.stderr
+
+
 MINI_SHORT = [
     "--extra-speech",
     "no",

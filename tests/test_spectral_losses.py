@@ -194,8 +194,9 @@ def test_gan_periodicity_loss_uses_the_configured_peak_weight() -> None:
         expected = periodicity_loss(audio, fake, SR, peak_weight=weight)
         torch.testing.assert_close(terms["periodicity_loss"], expected)
     assert GANLossScales().periodicity_peak_weight == 1.0
-    with pytest.raises(ValueError, match="periodicity_peak_weight"):
-        GANLossScales(periodicity_peak_weight=-0.5)
+    for bad in (-0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="periodicity_peak_weight"):
+            GANLossScales(periodicity_peak_weight=bad)
 
 
 def test_frame_autocorrelation_is_linear_and_peaks_at_the_period() -> None:
@@ -242,8 +243,9 @@ def test_periodicity_loss_adds_the_error_at_the_reference_period() -> None:
     plain = periodicity_loss(x, fake, SR, peak_weight=0.0)
     torch.testing.assert_close(periodicity_loss(x, fake, SR, peak_weight=2.5), plain + 2.5 * expected)
     torch.testing.assert_close(periodicity_24k(x, fake), plain + expected)  # weight 1 by default
-    with pytest.raises(ValueError, match="peak_weight"):
-        periodicity_loss(x, fake, SR, peak_weight=-1.0)
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="peak_weight"):
+            periodicity_loss(x, fake, SR, peak_weight=bad)
 
 
 def test_periodicity_loss_counts_quiet_and_loud_items_alike() -> None:

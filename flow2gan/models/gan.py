@@ -7,6 +7,7 @@ and ``mel_recon_modules.{k}.spectrogram.window`` / ``.mel_scale.fb``, as in the 
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -145,8 +146,8 @@ class GANLossScales:
     periodicity_peak_weight: float = field(
         default=PERIODICITY_PEAK_WEIGHT,
         metadata={
-            "help": "extra weight of the periodicity loss at the reference's pitch period (0: the mean "
-            "over pitch lags alone)"
+            "help": "extra weight of the periodicity loss at the reference's pitch period, used when "
+            "--periodicity-loss-scale > 0 (0: the mean over pitch lags alone)"
         },
     )
 
@@ -172,8 +173,9 @@ class GANLossScales:
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
             raise ValueError(f"phase_loss_n_ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
         for name in ("phase_loss_weight_power", "periodicity_peak_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
     def trains(self, key: str) -> bool:
         """Whether discriminator ``key`` ("mp" = MPD, "mr" = MRD) has a hinge loss in loss_d."""

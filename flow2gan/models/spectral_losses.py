@@ -153,13 +153,13 @@ def periodicity_loss(
     at 1e-9 of the reference's mean, so the gradient grows as a frame of the output fades towards
     silence (it stays finite). real, fake: (B, T) -> () in [0, 2 (1 + peak_weight)]. ``ValueError``
     for differing shapes, T not above one window, an ``f0_range`` not ``0 < min < max``, a window
-    shorter than the longest lag, or a negative ``peak_weight``.
+    shorter than the longest lag, or a negative or non-finite ``peak_weight``.
     """
     f0_min, f0_max = f0_range
     if not 0 < f0_min < f0_max:
         raise ValueError(f"f0_range must satisfy 0 < min < max, got {f0_range}")
-    if peak_weight < 0:
-        raise ValueError(f"peak_weight must be >= 0, got {peak_weight}")
+    if not (math.isfinite(peak_weight) and peak_weight >= 0):
+        raise ValueError(f"peak_weight must be a finite number >= 0, got {peak_weight}")
     win_length = round(window_s * sampling_rate)
     _check_pair(real, fake, 2 * win_length)
     lag_min, lag_max = int(sampling_rate / f0_max), math.ceil(sampling_rate / f0_min)
