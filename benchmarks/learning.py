@@ -45,6 +45,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -194,6 +195,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.processes < 1 or args.batch_size % args.processes:
         p.error(f"--batch-size {args.batch_size} must split evenly over --processes {args.processes}")
     args.threads = args.threads or max(1, usable_cores() // args.processes)
+    if args.stage1_share < 1:  # stage-2 settings fail now, not after stage 1's minutes
+        try:
+            gan_options(finetune_parser().parse_args(stage2_flags(args, run_paths(args))))
+        except SystemExit as e:  # gan_options turns the options' ValueError into SystemExit(message)
+            if not isinstance(e.code, str):
+                raise
+            p.error(f"stage-2 settings: {e.code}")
     return args
 
 
@@ -202,31 +210,73 @@ def usable_cores() -> int:
     return max(1, min(2, len(os.sched_getaffinity(0))))
 
 
-def write_manifests(args: argparse.Namespace, data: Path) -> tuple[Path, Path]:
+def write_manifests(args: argparse.Namespace, paths: RunPaths) -> None:
     """Train manifest (each file listed 2x so an epoch is a few batches) and a 1-file valid manifest."""
-    data.mkdir(parents=True, exist_ok=True)
+    paths.train.parent.mkdir(parents=True, exist_ok=True)
     recordings = scan_recordings(args.train_dir)
     if len(recordings) == 0:
         raise SystemExit(f"no audio files under {args.train_dir}")
-    train, valid = data / "train.jsonl.gz", data / "valid.jsonl.gz"
-    repeat_recordings(recordings, 2).to_file(train)
-    recordings.subset(first=1).to_file(valid)
-    return train, valid
+    repeat_recordings(recordings, 2).to_file(paths.train)
+    recordings.subset(first=1).to_file(paths.valid)
 
 
-def common_flags(args: argparse.Namespace, exp: Path, train: Path, valid: Path) -> list[str]:
+def common_flags(args: argparse.Namespace, exp: Path, paths: RunPaths) -> list[str]:
     """Flags both training CLIs share (real option parsers, so the run uses the CLI's defaults).
 
     ``--batch-size`` is per process: the benchmark's batch split over ``--processes``.
     """
     codec = ["--codec", args.codec] if args.codec else []
     return [*codec,
-        "--exp-dir", str(exp), "--train-recordings", str(train), "--valid-recordings", str(valid),
+        "--exp-dir", str(exp), "--train-recordings", str(paths.train), "--valid-recordings", str(paths.valid),
         "--model-name", args.model_name, "--batch-size", str(args.batch_size // args.processes),
         "--duration", str(args.duration), "--train-num-workers", "0", "--valid-num-workers", "0",
         "--tensorboard", "false", "--num-epochs", "1000000", "--valid-interval", "100000000",
         "--log-interval", "100", "--average-period", str(args.average_period),
         "--warmup-batches", str(args.warmup_batches), "--seed", str(args.seed), "--device", "cpu",
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run under ``--out`` keeps its manifests, experiment folders and averaged checkpoints."""
+
+    train: Path
+    valid: Path
+    exp1: Path
+    exp2: Path
+    stage1_ckpt: Path
+
+
+def run_paths(args: argparse.Namespace) -> RunPaths:
+    """The files and folders of this run under ``args.out``."""
+    data = args.out / "data"
+    return RunPaths(
+        train=data / "train.jsonl.gz",
+        valid=data / "valid.jsonl.gz",
+        exp1=args.out / "exp-pretrain",
+        exp2=args.out / "exp-finetune",
+        stage1_ckpt=args.out / "stage1-averaged.pt",
+    )
+
+
+def stage2_flags(args: argparse.Namespace, paths: RunPaths) -> list[str]:
+    """``flow2gan.bin.finetune`` flags of stage 2: the averaged stage-1 generator, the benchmark's losses."""
+    return common_flags(args, paths.exp2, paths) + [
+        "--generator-model-path", str(paths.stage1_ckpt), "--gan-name", args.gan_name,
+        "--n-timesteps", str(args.n_timesteps), "--base-lr-gen", str(args.base_lr_gen),
+        "--base-lr-disc", str(args.base_lr_disc), "--lr-batches-gen", str(args.lr_batches_gen),
+        "--gen-start-batch-idx", str(args.gen_start_batch_idx),
+        "--mel-only-batches", str(args.mel_only_batches),
+        "--mel-recon-loss-scale", str(args.mel_recon_loss_scale),
+        "--phase-loss-scale", str(args.phase_loss_scale),
+        "--phase-loss-n-ffts", args.phase_loss_n_ffts,
+        "--phase-loss-weight-power", str(args.phase_loss_weight_power),
+        "--stft-loss-scale", str(args.stft_loss_scale),
+        "--periodicity-loss-scale", str(args.periodicity_loss_scale),
+        "--periodicity-peak-weight", str(args.periodicity_peak_weight),
+        "--disc-loss-mr-scale", str(args.mrd_loss_scale),
+        "--gen-loss-mr-scale", str(args.mrd_loss_scale),
+        "--feat-map-loss-mr-scale", str(args.mrd_loss_scale),
     ]  # fmt: skip
 
 
@@ -433,14 +483,13 @@ def train_worker(
     budget1 = args.minutes * args.stage1_share * 60
     budget2 = args.minutes * 60 - budget1
     config = get_generator_config(args.model_name)
-    train, valid = args.out / "data" / "train.jsonl.gz", args.out / "data" / "valid.jsonl.gz"
-    exp1, exp2 = args.out / "exp-pretrain", args.out / "exp-finetune"
-    stage1_ckpt = args.out / "stage1-averaged.pt"
+    paths = run_paths(args)
+    stage1_ckpt = paths.stage1_ckpt
     averaged1 = make_generator(config, args.codec)
     stage1_s = budget1  # training seconds of stage 1 (a given --stage1-checkpoint counts as its share)
     if args.stage1_checkpoint is None:
         flags1 = ["--base-lr", str(args.base_lr), "--lr-batches", str(args.lr_batches)]
-        flags1 = common_flags(args, exp1, train, valid) + flags1 + ["--save-infer-steps", "1"]
+        flags1 = common_flags(args, paths.exp1, paths) + flags1 + ["--save-infer-steps", "1"]
         trainer1 = make_trainer(flags1, stage1=True, ctx=ctx)
         gen1 = trainer1.stage.generator
         run1 = BudgetRun(trainer1, budget1, eval_every, args.avg_fraction)
@@ -463,24 +512,7 @@ def train_worker(
         rec.save()
     distributed.barrier(ctx)
     if budget2 > 0:
-        flags = common_flags(args, exp2, train, valid) + [
-            "--generator-model-path", str(stage1_ckpt), "--gan-name", args.gan_name,
-            "--n-timesteps", str(args.n_timesteps), "--base-lr-gen", str(args.base_lr_gen),
-            "--base-lr-disc", str(args.base_lr_disc), "--lr-batches-gen", str(args.lr_batches_gen),
-            "--gen-start-batch-idx", str(args.gen_start_batch_idx),
-            "--mel-only-batches", str(args.mel_only_batches),
-            "--mel-recon-loss-scale", str(args.mel_recon_loss_scale),
-            "--phase-loss-scale", str(args.phase_loss_scale),
-            "--phase-loss-n-ffts", args.phase_loss_n_ffts,
-            "--phase-loss-weight-power", str(args.phase_loss_weight_power),
-            "--stft-loss-scale", str(args.stft_loss_scale),
-            "--periodicity-loss-scale", str(args.periodicity_loss_scale),
-            "--periodicity-peak-weight", str(args.periodicity_peak_weight),
-            "--disc-loss-mr-scale", str(args.mrd_loss_scale),
-            "--gen-loss-mr-scale", str(args.mrd_loss_scale),
-            "--feat-map-loss-mr-scale", str(args.mrd_loss_scale),
-        ]  # fmt: skip
-        trainer2 = make_trainer(flags, stage1=False, ctx=ctx)
+        trainer2 = make_trainer(stage2_flags(args, paths), stage1=False, ctx=ctx)
         system2 = f"stage2-{args.n_timesteps}step"
         run2 = BudgetRun(trainer2, budget2, eval_every, args.avg_fraction)
         run2.run(
@@ -543,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, m in rec.results["baselines"].items():
         logger.info("baseline %-12s %s", name, fmt(m))
     rec.save()
-    write_manifests(args, args.out / "data")
+    write_manifests(args, run_paths(args))
     distributed.launch(train_worker, args.processes, args, heldout[0], distributed.free_port())
 
     rec = Recorder.load(args.out, heldout[0])

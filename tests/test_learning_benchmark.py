@@ -37,6 +37,29 @@ def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
     assert (args.lr_batches_gen, args.base_lr_gen, args.stage1_share) == (1500, 0.02, 0.3)
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--periodicity-peak-weight", "-1", "periodicity_peak_weight must be a finite number >= 0"),
+        ("--phase-loss-weight-power", "nan", "phase_loss_weight_power must be a finite number >= 0"),
+        ("--mel-recon-loss-scale", "-2", "mel_recon_loss_scale must be >= 0"),
+    ],
+)
+def test_bad_stage2_settings_are_usage_errors_before_any_work(
+    tmp_path: Path, capsys, flag: str, value: str, message: str
+) -> None:
+    """A stage-2 weight the GAN would reject fails at start-up, not after the stage-1 minutes."""
+    args = [*contract_args(tmp_path, tmp_path, tmp_path / "out"), flag, value]
+    with pytest.raises(SystemExit) as exit_info:
+        learning.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "stage-2 settings" in err and message in err
+    assert not (tmp_path / "out").exists()
+    # a stage-1-only run never builds stage 2, so its settings do not matter there
+    assert learning.parse_args([*args, "--stage1-share", "1"]).stage1_share == 1
+
+
 def test_mean_metrics_ignores_nan_and_keeps_all_nan_silently() -> None:
     rows = [dict.fromkeys(learning_eval.METRICS, math.nan) for _ in range(2)]
     rows[0]["pesq"], rows[1]["pesq"] = 2.0, 3.0
