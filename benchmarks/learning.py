@@ -43,6 +43,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -64,6 +65,7 @@ from tqdm import tqdm
 from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings
 from flow2gan.config import get_generator_config
 from flow2gan.features import mel_frontend
+from flow2gan.models.gan import GAN_CONFIGS
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training import distributed
@@ -195,7 +197,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.processes < 1 or args.batch_size % args.processes:
         p.error(f"--batch-size {args.batch_size} must split evenly over --processes {args.processes}")
     args.threads = args.threads or max(1, usable_cores() // args.processes)
+    if not 0 <= args.stage1_share <= 1:
+        p.error(f"--stage1-share must be between 0 and 1, got {args.stage1_share}")
     if args.stage1_share < 1:  # stage-2 settings fail now, not after stage 1's minutes
+        if args.gan_name not in GAN_CONFIGS:
+            p.error(f"--gan-name {args.gan_name!r} is unknown; known: {', '.join(sorted(GAN_CONFIGS))}")
+        if not re.fullmatch(r"\d+(,\d+)*", args.phase_loss_n_ffts):
+            p.error(f"--phase-loss-n-ffts takes comma-separated integers, got {args.phase_loss_n_ffts!r}")
         try:
             gan_options(finetune_parser().parse_args(stage2_flags(args, run_paths(args))))
         except SystemExit as e:  # gan_options turns the options' ValueError into SystemExit(message)

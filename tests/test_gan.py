@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -322,10 +323,11 @@ def test_discriminator_with_zero_scales_is_not_run(formula_gan: GAN) -> None:
 
 
 def test_loss_scales_validation() -> None:
-    """Negative weights and no trained discriminator are errors; a half-off discriminator is a warning."""
+    """Negative or non-finite weights and no trained discriminator are errors; a half-off one warns."""
     for name in ("disc_loss_mp_scale", "gen_loss_mr_scale", "feat_map_loss_mp_scale", "mel_recon_loss_scale"):
-        with pytest.raises(ValueError, match=name):
-            GANLossScales(**{name: -0.1})
+        for bad in (-0.1, math.nan, math.inf):
+            with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+                GANLossScales(**{name: bad})
     with pytest.raises(ValueError, match="no discriminator would be trained"):
         GANLossScales(disc_loss_mp_scale=0.0, disc_loss_mr_scale=0.0)
 

@@ -42,7 +42,10 @@ def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
     [
         ("--periodicity-peak-weight", "-1", "periodicity_peak_weight must be a finite number >= 0"),
         ("--phase-loss-weight-power", "nan", "phase_loss_weight_power must be a finite number >= 0"),
-        ("--mel-recon-loss-scale", "-2", "mel_recon_loss_scale must be >= 0"),
+        ("--mel-recon-loss-scale", "-2", "mel_recon_loss_scale must be a finite number >= 0"),
+        ("--mrd-loss-scale", "inf", "disc_loss_mr_scale must be a finite number >= 0"),
+        ("--phase-loss-n-ffts", "512,abc", "--phase-loss-n-ffts takes comma-separated integers"),
+        ("--gan-name", "nosuchgan", "--gan-name 'nosuchgan' is unknown"),
     ],
 )
 def test_bad_stage2_settings_are_usage_errors_before_any_work(
@@ -53,11 +56,18 @@ def test_bad_stage2_settings_are_usage_errors_before_any_work(
     with pytest.raises(SystemExit) as exit_info:
         learning.main(args)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "stage-2 settings" in err and message in err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     # a stage-1-only run never builds stage 2, so its settings do not matter there
     assert learning.parse_args([*args, "--stage1-share", "1"]).stage1_share == 1
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5", "nan"])
+def test_stage1_share_must_be_a_fraction(tmp_path: Path, capsys, share: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        learning.parse_args([*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--stage1-share", share])
+    assert exit_info.value.code == 2
+    assert "--stage1-share must be between 0 and 1" in capsys.readouterr().err
 
 
 def test_mean_metrics_ignores_nan_and_keeps_all_nan_silently() -> None:

@@ -82,8 +82,8 @@ def get_gan_config(name: str) -> GANConfig:
 class GANLossScales:
     """Weights of the discriminator and generator loss terms (reference CLI defaults; ``help``: flag text).
 
-    All weights must be >= 0 and at least one discriminator hinge weight > 0 (``ValueError``; stage 2
-    without discriminators is ``--mel-only-batches``). A discriminator whose three weights are all 0
+    All weights must be finite and >= 0 and at least one discriminator hinge weight > 0 (``ValueError``;
+    stage 2 without discriminators is ``--mel-only-batches``). A discriminator whose three weights are all 0
     is not run; one that is trained but not used by the generator, or used but not trained (a frozen
     random discriminator), is logged as a warning.
     """
@@ -153,8 +153,9 @@ class GANLossScales:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if f.name.endswith("_scale") and getattr(self, f.name) < 0:
-                raise ValueError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
+            value = getattr(self, f.name)
+            if f.name.endswith("_scale") and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{f.name} must be a finite number >= 0, got {value}")
         if not (self.trains("mp") or self.trains("mr")):
             raise ValueError(
                 "disc_loss_mp_scale and disc_loss_mr_scale are both 0: no discriminator would be trained "
