@@ -90,6 +90,13 @@ def test_invalid_values_exit_with_the_flag_name(flags, message):
         common_options(pretrain_parser().parse_args([*DATA, *flags]))
 
 
+def test_unknown_gan_name_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        finetune_parser().parse_args([*DATA, "--gan-name", "nosuchgan"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'nosuchgan'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("make", [pretrain_parser, finetune_parser, save_averaged_model.parser])
 def test_every_flag_has_help_without_spec_references(make):
     parser: argparse.ArgumentParser = make()

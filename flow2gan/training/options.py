@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flow2gan.cli import add_dataclass_arguments, check_minimums, dataclass_from_args
-from flow2gan.models.gan import GANLossScales
+from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -125,7 +125,11 @@ class GANOptions:
         20000.0, "generator Eden2 decay constant (about 5000 without a pre-trained generator)"
     )
     lr_batches_disc: float = _opt(5000.0, "discriminator Eden2 decay constant")
-    gan_name: str = _opt("gan_multi_scale_mel_recon", "GAN config: discriminators and mel-loss scales")
+    gan_name: str = _opt(
+        "gan_multi_scale_mel_recon",
+        "GAN config: discriminators and mel-loss scales",
+        choices=sorted(GAN_CONFIGS),
+    )
     n_timesteps: int = _opt(1, "Euler steps of the generator being fine-tuned", min=1)
     loss_scales: GANLossScales = field(default_factory=GANLossScales)
     gen_start_batch_idx: int = _opt(1000, "discriminator-only batches before the G/D alternation")
