@@ -377,7 +377,6 @@ def train_worker(
     budget2 = args.minutes * 60 - budget1
     config = get_generator_config(args.model_name)
     paths = run_paths(args)
-    stage1_ckpt = paths.stage1_ckpt
     averaged1 = make_generator(config, args.codec)
     stage1_s = budget1  # training seconds of stage 1 (a given --stage1-checkpoint counts as its share)
     if args.stage1_checkpoint is None:
@@ -398,10 +397,10 @@ def train_worker(
     else:
         load_checkpoint(args.stage1_checkpoint, averaged1)
     if ctx.is_main:
-        save_atomic({"model": averaged1.state_dict()}, stage1_ckpt)
+        save_atomic({"model": averaged1.state_dict()}, paths.stage1_ckpt)
         for n in (1, 2, 4):
             rec.point(stage1_s / 60, f"stage1-{n}step", averaged1, n, pitch=True)
-        rec.results["final_checkpoint"] = str(stage1_ckpt)
+        rec.results["final_checkpoint"] = str(paths.stage1_ckpt)
         rec.save()
     distributed.barrier(ctx)
     if budget2 > 0:

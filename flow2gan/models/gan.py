@@ -152,10 +152,11 @@ class GANLossScales:
     )
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name.endswith("_scale") and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{f.name} must be a finite number >= 0, got {value}")
+        scales = [f.name for f in fields(self) if f.name.endswith("_scale")]
+        for name in (*scales, "phase_loss_weight_power", "periodicity_peak_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if not (self.trains("mp") or self.trains("mr")):
             raise ValueError(
                 "disc_loss_mp_scale and disc_loss_mr_scale are both 0: no discriminator would be trained "
@@ -173,10 +174,6 @@ class GANLossScales:
         object.__setattr__(self, "phase_loss_n_ffts", tuple(int(n) for n in self.phase_loss_n_ffts))
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
             raise ValueError(f"phase_loss_n_ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
-        for name in ("phase_loss_weight_power", "periodicity_peak_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
 
     def trains(self, key: str) -> bool:
         """Whether discriminator ``key`` ("mp" = MPD, "mr" = MRD) has a hinge loss in loss_d."""
