@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 import time
@@ -60,6 +59,7 @@ from learning_eval import (
 from learning_report import Recorder, fmt, plot_curve, summary_table
 from tqdm import tqdm
 
+from flow2gan import runtime
 from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings
 from flow2gan.config import get_generator_config
 from flow2gan.features import mel_frontend
@@ -212,7 +212,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def usable_cores() -> int:
     """Cores this process may use, at most 2 (the benchmark's reference machine)."""
-    return max(1, min(2, len(os.sched_getaffinity(0))))
+    return min(2, runtime.usable_cores())
 
 
 def write_manifests(args: argparse.Namespace, paths: RunPaths) -> None:

@@ -10,6 +10,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from flow2gan.runtime import usable_cores  # noqa: E402
+
 torch.set_num_threads(1)
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -24,6 +26,26 @@ TINY_MODEL_ARGS = [
     "cpu",
 ]
 REPO = Path(__file__).parent.parent
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): one test worker per usable core, at most 4.
+
+    The affinity mask, not ``os.cpu_count()``, so a 2-core container on a large host runs 2 workers; each
+    worker keeps the one torch thread set above.
+    """
+    return max(1, min(4, usable_cores()))
+
+
+# The two longest modules (the mini recipe end to end, the training runs of test_learning.py) run
+# first, so that under xdist neither is left running alone on one worker at the end of the suite.
+LONGEST_FIRST = ("test_recipes.py", "test_learning.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Moves the modules of ``LONGEST_FIRST`` to the front; every module's tests stay together, in order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ conditional mean). With the level offset removed (mean log-mel difference subtra
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from conftest import REPO
 
@@ -80,6 +81,7 @@ def lj_training_flags(tmp_path: Path, model: str, repeat: int) -> list[str]:
     return flags + ["--valid-interval", "100000", "--seed", str(SEED)]
 
 
+@pytest.mark.slow
 def test_pretraining_improves_heldout_spectra(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     assert pretrain.main([*lj_training_flags(tmp_path, MODEL, 48), "--warmup-batches", "20"]) == 0
@@ -96,6 +98,7 @@ def test_pretraining_improves_heldout_spectra(tmp_path: Path) -> None:
     assert trained[2] < MEL_SHAPE_RATIO * untrained[2]
 
 
+@pytest.mark.slow
 def test_envelope_model_gan_stage_learns_heldout_spectra(tmp_path: Path) -> None:
     """CPU-budget path (``mel_24k_small_envelope``, stage 2 from scratch, 2 steps): mel and MR-STFT fall."""
     model_name = "mel_24k_small_envelope"

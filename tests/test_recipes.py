@@ -99,7 +99,7 @@ MINI_SHORT = [
     "--gen-start",
     "4",
     "--threads",
-    "2",
+    "1",  # the suite runs one test worker per core (pyproject's addopts)
 ]
 
 
