@@ -28,6 +28,7 @@ TINY_MODEL_ARGS = [
 REPO = Path(__file__).parent.parent
 
 
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: without the plugin (-p no:xdist) it is skipped
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto`` (pyproject's addopts): one test worker per usable core, at most 4.
 
