@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -63,7 +62,6 @@ from flow2gan import runtime
 from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings
 from flow2gan.config import get_generator_config
 from flow2gan.features import mel_frontend
-from flow2gan.models.gan import GAN_CONFIGS
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training import distributed
 from flow2gan.training.averaging import average_checkpoints_with_averaged_model
@@ -196,18 +194,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.threads = args.threads or max(1, usable_cores() // args.processes)
     if not 0 <= args.stage1_share <= 1:
         p.error(f"--stage1-share must be between 0 and 1, got {args.stage1_share}")
-    if args.stage1_share < 1:  # stage-2 settings fail now, not after stage 1's minutes
-        if args.gan_name not in GAN_CONFIGS:
-            p.error(f"--gan-name {args.gan_name!r} is unknown; known: {', '.join(sorted(GAN_CONFIGS))}")
-        if not re.fullmatch(r"\d+(,\d+)*", args.phase_loss_n_ffts):
-            p.error(f"--phase-loss-n-ffts takes comma-separated integers, got {args.phase_loss_n_ffts!r}")
+    check_stage_settings(p, args)
+    return args
+
+
+def check_stage_settings(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Parse and check the training CLIs' flags of the stages that will run, before any work.
+
+    A bad setting (e.g. ``--gan-name``, a negative LR or loss weight) is a usage error of ``p`` naming
+    the flag, not a failure after the stage-1 minutes.
+    """
+    paths = run_paths(args)
+    stages = []
+    if args.stage1_checkpoint is None:
+        stages.append(("stage-1", pretrain_parser(), stage1_flags(args, paths), flow_matching_options))
+    if args.stage1_share < 1:
+        stages.append(("stage-2", finetune_parser(), stage2_flags(args, paths), gan_options))
+    for name, parser, flags, build in stages:
+        parser.exit_on_error = False  # a bad value raises ArgumentError instead of exiting
         try:
-            gan_options(finetune_parser().parse_args(stage2_flags(args, run_paths(args))))
-        except SystemExit as e:  # gan_options turns the options' ValueError into SystemExit(message)
+            parsed = parser.parse_args(flags)
+            common_options(parsed)
+            build(parsed)
+        except argparse.ArgumentError as e:
+            p.error(f"{name} settings: {e}")
+        except SystemExit as e:  # the options' ValueError, turned into SystemExit(message)
             if not isinstance(e.code, str):
                 raise
-            p.error(f"stage-2 settings: {e.code}")
-    return args
+            p.error(f"{name} settings: {e.code}")
 
 
 def usable_cores() -> int:
@@ -262,6 +276,13 @@ def run_paths(args: argparse.Namespace) -> RunPaths:
         exp2=args.out / "exp-finetune",
         stage1_ckpt=args.out / "stage1-averaged.pt",
     )
+
+
+def stage1_flags(args: argparse.Namespace, paths: RunPaths) -> list[str]:
+    """``flow2gan.bin.pretrain`` flags of stage 1: the benchmark's LR schedule."""
+    return common_flags(args, paths.exp1, paths) + [
+        "--base-lr", str(args.base_lr), "--lr-batches", str(args.lr_batches), "--save-infer-steps", "1",
+    ]  # fmt: skip
 
 
 def stage2_flags(args: argparse.Namespace, paths: RunPaths) -> list[str]:
@@ -380,9 +401,7 @@ def train_worker(
     averaged1 = make_generator(config, args.codec)
     stage1_s = budget1  # training seconds of stage 1 (a given --stage1-checkpoint counts as its share)
     if args.stage1_checkpoint is None:
-        flags1 = ["--base-lr", str(args.base_lr), "--lr-batches", str(args.lr_batches)]
-        flags1 = common_flags(args, paths.exp1, paths) + flags1 + ["--save-infer-steps", "1"]
-        trainer1 = make_trainer(flags1, stage1=True, ctx=ctx)
+        trainer1 = make_trainer(stage1_flags(args, paths), stage1=True, ctx=ctx)
         gen1 = trainer1.stage.generator
         run1 = BudgetRun(trainer1, budget1, eval_every, args.avg_fraction)
 

@@ -2,8 +2,8 @@
 
 An options dataclass is the one definition of its flags: each field gives the flag name
 (``--field-name``), the default and, in ``field(metadata=...)``, the help text (``help``), and
-optionally ``choices``, ``required``, a lower bound (``min``, checked by :func:`check_minimums` in the
-dataclass's ``__post_init__``) and a ``flag`` name override. The value
+optionally ``choices``, ``required``, a lower bound (``min``, inclusive, or ``above``, exclusive;
+checked by :func:`check_bounds` in the dataclass's ``__post_init__``) and a ``flag`` name override. The value
 parser follows the annotation: ``bool`` -> :func:`str2bool` (``--use-fp16 true``, the reference's
 style), ``X | None`` -> ``None``/empty means None, ``tuple[T, ...]`` -> a comma-separated list,
 a nested dataclass -> its fields as flags of their own.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -150,9 +151,18 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
         raise SystemExit(str(exc)) from exc
 
 
-def check_minimums(obj: Any) -> None:
-    """Raise ``ValueError`` naming the flag for a field below its ``min`` metadata (for ``__post_init__``)."""
+def check_bounds(obj: Any) -> None:
+    """Check every field with a ``min`` (inclusive) or ``above`` (exclusive) bound (for ``__post_init__``).
+
+    Raises ``ValueError`` naming the flag for a bounded value that is NaN, infinite or out of bounds.
+    """
     for field in dataclasses.fields(obj):
-        minimum = field.metadata.get("min")
-        if minimum is not None and getattr(obj, field.name) < minimum:
-            raise ValueError(f"{flag_name(field)} must be >= {minimum}, got {getattr(obj, field.name)}")
+        value = getattr(obj, field.name)
+        if "min" in field.metadata:
+            minimum = field.metadata["min"]
+            if not (math.isfinite(value) and value >= minimum):
+                raise ValueError(f"{flag_name(field)} must be a finite number >= {minimum}, got {value}")
+        if "above" in field.metadata:
+            bound = field.metadata["above"]
+            if not (math.isfinite(value) and value > bound):
+                raise ValueError(f"{flag_name(field)} must be a finite number > {bound}, got {value}")

@@ -326,7 +326,8 @@ def test_loss_scales_validation() -> None:
     """Negative or non-finite weights and no trained discriminator are errors; a half-off one warns."""
     for name in ("disc_loss_mp_scale", "gen_loss_mr_scale", "feat_map_loss_mp_scale", "mel_recon_loss_scale"):
         for bad in (-0.1, math.nan, math.inf):
-            with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+            flag = "--" + name.replace("_", "-")
+            with pytest.raises(ValueError, match=f"{flag} must be a finite number >= 0"):
                 GANLossScales(**{name: bad})
     with pytest.raises(ValueError, match="no discriminator would be trained"):
         GANLossScales(disc_loss_mp_scale=0.0, disc_loss_mr_scale=0.0)

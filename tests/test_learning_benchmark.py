@@ -40,12 +40,13 @@ def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--periodicity-peak-weight", "-1", "periodicity_peak_weight must be a finite number >= 0"),
-        ("--phase-loss-weight-power", "nan", "phase_loss_weight_power must be a finite number >= 0"),
-        ("--mel-recon-loss-scale", "-2", "mel_recon_loss_scale must be a finite number >= 0"),
-        ("--mrd-loss-scale", "inf", "disc_loss_mr_scale must be a finite number >= 0"),
-        ("--phase-loss-n-ffts", "512,abc", "--phase-loss-n-ffts takes comma-separated integers"),
-        ("--gan-name", "nosuchgan", "--gan-name 'nosuchgan' is unknown"),
+        ("--periodicity-peak-weight", "-1", "--periodicity-peak-weight must be a finite number >= 0"),
+        ("--phase-loss-weight-power", "nan", "--phase-loss-weight-power must be a finite number >= 0"),
+        ("--mel-recon-loss-scale", "-2", "--mel-recon-loss-scale must be a finite number >= 0"),
+        ("--mrd-loss-scale", "inf", "--disc-loss-mr-scale must be a finite number >= 0"),
+        ("--phase-loss-n-ffts", "512,abc", "argument --phase-loss-n-ffts: invalid comma-separated int value"),
+        ("--gan-name", "nosuchgan", "argument --gan-name: invalid choice: 'nosuchgan'"),
+        ("--base-lr-gen", "0", "--base-lr-gen must be a finite number > 0"),
     ],
 )
 def test_bad_stage2_settings_are_usage_errors_before_any_work(
@@ -60,6 +61,17 @@ def test_bad_stage2_settings_are_usage_errors_before_any_work(
     assert not (tmp_path / "out").exists()
     # a stage-1-only run never builds stage 2, so its settings do not matter there
     assert learning.parse_args([*args, "--stage1-share", "1"]).stage1_share == 1
+
+
+def test_bad_stage1_settings_are_usage_errors_unless_stage1_is_skipped(tmp_path: Path, capsys) -> None:
+    args = [*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--lr-batches", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        learning.main(args)
+    assert exit_info.value.code == 2
+    assert "stage-1 settings: --lr-batches must be a finite number > 0" in capsys.readouterr().err
+    checkpoint = tmp_path / "stage1.pt"
+    checkpoint.write_bytes(b"")
+    assert learning.parse_args([*args, "--stage1-checkpoint", str(checkpoint)]).lr_batches == 0
 
 
 @pytest.mark.parametrize("share", ["-0.1", "1.5", "nan"])

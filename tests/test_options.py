@@ -1,6 +1,7 @@
 """Training options: flags generated from the option dataclasses keep the reference names and defaults."""
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -81,13 +82,39 @@ def test_reference_value_spellings():
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--num-epochs", "0"], "--num-epochs must be >= 1"),
+        (["--num-epochs", "0"], "--num-epochs must be a finite number >= 1, got 0"),
         (["--resume", "yes"], "--resume takes 'auto'"),
+        (["--warmup-batches", "-1"], "--warmup-batches must be a finite number >= 0"),
+        (["--duration", "0"], "--duration must be a finite number > 0"),
+        (["--duration", "nan"], "--duration must be a finite number > 0, got nan"),
     ],
 )
 def test_invalid_values_exit_with_the_flag_name(flags, message):
     with pytest.raises(SystemExit, match=message):
         common_options(pretrain_parser().parse_args([*DATA, *flags]))
+
+
+@pytest.mark.parametrize(
+    ("make", "build", "flag", "value"),
+    [
+        (pretrain_parser, flow_matching_options, "--base-lr", "0"),
+        (pretrain_parser, flow_matching_options, "--lr-batches", "-7500"),
+        (finetune_parser, gan_options, "--base-lr-gen", "inf"),
+        (finetune_parser, gan_options, "--base-lr-disc", "-0.02"),
+        (finetune_parser, gan_options, "--lr-batches-gen", "0"),
+        (finetune_parser, gan_options, "--lr-batches-disc", "nan"),
+    ],
+)
+def test_learning_rates_and_decay_constants_must_be_positive(make, build, flag, value):
+    """A zero decay constant would divide by zero at the first step; a bad LR would fail deep in setup."""
+    message = re.escape(f"{flag} must be a finite number > 0, got {float(value)}")
+    with pytest.raises(SystemExit, match=message):
+        build(make().parse_args([*DATA, flag, value]))
+
+
+def test_loss_weight_errors_name_the_flag():
+    with pytest.raises(SystemExit, match="--phase-loss-scale must be a finite number >= 0.0, got -1.0"):
+        gan_options(finetune_parser().parse_args([*DATA, "--phase-loss-scale", "-1"]))
 
 
 def test_unknown_gan_name_is_a_usage_error(capsys):

@@ -7,12 +7,13 @@ and ``mel_recon_modules.{k}.spectrogram.window`` / ``.mel_scale.fb``, as in the 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from flow2gan.cli import check_bounds
 from flow2gan.config import ConfigMapping
 from flow2gan.features import LOG_CLAMP, MelSpectrogram
 from flow2gan.models.discriminators import (
@@ -78,6 +79,11 @@ def get_gan_config(name: str) -> GANConfig:
     return GAN_CONFIGS[name]
 
 
+def _weight(default: float, help: str) -> Any:
+    """A loss-weight field: a finite number >= 0 (checked by ``check_bounds``) with its flag's help text."""
+    return field(default=default, metadata={"min": 0.0, "help": help})
+
+
 @dataclass(frozen=True)
 class GANLossScales:
     """Weights of the discriminator and generator loss terms (reference CLI defaults; ``help``: flag text).
@@ -88,78 +94,54 @@ class GANLossScales:
     random discriminator), is logged as a warning.
     """
 
-    disc_loss_mp_scale: float = field(
-        default=1.0,
-        metadata={
-            "help": "weight of the MPD hinge loss in loss_d (0 with both MPD generator weights: no MPD)"
-        },
+    disc_loss_mp_scale: float = _weight(
+        1.0,
+        "weight of the MPD hinge loss in loss_d (0 with both MPD generator weights: no MPD)",
     )
-    disc_loss_mr_scale: float = field(
-        default=0.1,
-        metadata={
-            "help": "weight of the MRD hinge loss in loss_d (0 with both MRD generator weights: no MRD)"
-        },
+    disc_loss_mr_scale: float = _weight(
+        0.1,
+        "weight of the MRD hinge loss in loss_d (0 with both MRD generator weights: no MRD)",
     )
-    gen_loss_mp_scale: float = field(default=1.0, metadata={"help": "weight of the MPD adversarial loss"})
-    gen_loss_mr_scale: float = field(default=0.1, metadata={"help": "weight of the MRD adversarial loss"})
-    feat_map_loss_mp_scale: float = field(
-        default=1.0, metadata={"help": "weight of the MPD feature-matching loss"}
+    gen_loss_mp_scale: float = _weight(1.0, "weight of the MPD adversarial loss")
+    gen_loss_mr_scale: float = _weight(0.1, "weight of the MRD adversarial loss")
+    feat_map_loss_mp_scale: float = _weight(1.0, "weight of the MPD feature-matching loss")
+    feat_map_loss_mr_scale: float = _weight(0.1, "weight of the MRD feature-matching loss")
+    mel_recon_loss_scale: float = _weight(45.0, "weight of the multi-scale log-mel L1 loss in loss_g")
+    phase_loss_scale: float = _weight(
+        0.0,
+        "weight of the STFT phase-derivative loss in loss_g (a flow2gan option for CPU "
+        "budgets; 0 = off, the paper's loss)",
     )
-    feat_map_loss_mr_scale: float = field(
-        default=0.1, metadata={"help": "weight of the MRD feature-matching loss"}
-    )
-    mel_recon_loss_scale: float = field(
-        default=45.0, metadata={"help": "weight of the multi-scale log-mel L1 loss in loss_g"}
-    )
-    phase_loss_scale: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of the STFT phase-derivative loss in loss_g (a flow2gan option for CPU "
-            "budgets; 0 = off, the paper's loss)"
-        },
-    )
-    stft_loss_scale: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of the linear-STFT spectral-convergence + log-magnitude loss in loss_g "
-            "(a flow2gan option for CPU budgets; 0 = off, the paper's loss)"
-        },
+    stft_loss_scale: float = _weight(
+        0.0,
+        "weight of the linear-STFT spectral-convergence + log-magnitude loss in loss_g "
+        "(a flow2gan option for CPU budgets; 0 = off, the paper's loss)",
     )
     phase_loss_n_ffts: tuple[int, ...] = field(
         default=PHASE_LOSS_N_FFTS,
         metadata={"help": "STFT sizes of the phase-derivative loss (hop n_fft / 4)"},
     )
-    phase_loss_weight_power: float = field(
-        default=1.0,
-        metadata={
-            "help": "exponent of the reference's |X[k] X[k-1]| weighting the phase-derivative loss "
-            "(1: by power, 0.5: by magnitude)"
-        },
+    phase_loss_weight_power: float = _weight(
+        1.0,
+        "exponent of the reference's |X[k] X[k-1]| weighting the phase-derivative loss "
+        "(1: by power, 0.5: by magnitude)",
     )
-    periodicity_loss_scale: float = field(
-        default=0.0,
-        metadata={
-            "help": "weight of the autocorrelation periodicity loss in loss_g (a flow2gan option for CPU "
-            "budgets; 0 = off, the paper's loss)"
-        },
+    periodicity_loss_scale: float = _weight(
+        0.0,
+        "weight of the autocorrelation periodicity loss in loss_g (a flow2gan option for CPU "
+        "budgets; 0 = off, the paper's loss)",
     )
-    periodicity_peak_weight: float = field(
-        default=PERIODICITY_PEAK_WEIGHT,
-        metadata={
-            "help": "extra weight of the periodicity loss at the reference's pitch period, used when "
-            "--periodicity-loss-scale > 0 (0: the mean over pitch lags alone)"
-        },
+    periodicity_peak_weight: float = _weight(
+        PERIODICITY_PEAK_WEIGHT,
+        "extra weight of the periodicity loss at the reference's pitch period, used when "
+        "--periodicity-loss-scale > 0 (0: the mean over pitch lags alone)",
     )
 
     def __post_init__(self) -> None:
-        scales = [f.name for f in fields(self) if f.name.endswith("_scale")]
-        for name in (*scales, "phase_loss_weight_power", "periodicity_peak_weight"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        check_bounds(self)
         if not (self.trains("mp") or self.trains("mr")):
             raise ValueError(
-                "disc_loss_mp_scale and disc_loss_mr_scale are both 0: no discriminator would be trained "
+                "--disc-loss-mp-scale and --disc-loss-mr-scale are both 0: no discriminator would be trained "
                 "(for stage 2 without discriminators use --mel-only-batches)"
             )
         for key, name in (("mp", "MPD"), ("mr", "MRD")):
@@ -173,7 +155,7 @@ class GANLossScales:
                 logger.warning("the %s is %s (loss weights %s)", name, state, weights)
         object.__setattr__(self, "phase_loss_n_ffts", tuple(int(n) for n in self.phase_loss_n_ffts))
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
-            raise ValueError(f"phase_loss_n_ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
+            raise ValueError(f"--phase-loss-n-ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
 
     def trains(self, key: str) -> bool:
         """Whether discriminator ``key`` ("mp" = MPD, "mr" = MRD) has a hinge loss in loss_d."""

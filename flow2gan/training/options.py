@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flow2gan.cli import add_dataclass_arguments, check_minimums, dataclass_from_args
+from flow2gan.cli import add_dataclass_arguments, check_bounds, dataclass_from_args
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
-    """A field with a default and the flag's help text (plus ``min``/``choices``/``required``)."""
+    """A field with a default and the flag's help text (plus ``min``/``above``/``choices``/``required``)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -30,11 +30,11 @@ class TrainOptions:
     ``dtype == "fp16"``. Raises ``ValueError`` for values out of range or missing data.
     """
 
-    world_size: int = _opt(1, "number of DDP processes (GPUs) to spawn (torchrun sets its own)")
-    master_port: int = _opt(12354, "DDP master port (unless MASTER_PORT is set)")
+    world_size: int = _opt(1, "number of DDP processes (GPUs) to spawn (torchrun sets its own)", min=1)
+    master_port: int = _opt(12354, "DDP master port (unless MASTER_PORT is set)", min=1)
     tensorboard: bool = _opt(True, "write TensorBoard logs to exp-dir/tensorboard")
     num_epochs: int = _opt(200, "number of epochs to train (the last one included)", min=1)
-    start_epoch: int = _opt(1, "resume from exp-dir/epoch-{start-epoch - 1}.pt when > 1")
+    start_epoch: int = _opt(1, "resume from exp-dir/epoch-{start-epoch - 1}.pt when > 1", min=1)
     resume: str | None = _opt(
         None, "'auto': continue from the newest complete checkpoint in exp-dir (epoch-end or mid-epoch)"
     )
@@ -47,9 +47,10 @@ class TrainOptions:
         21,
         "keep the newest k epoch-*.pt files, and apart the newest k mid-epoch ones (21: enough for "
         "save_averaged_model --avg 20; 0: all)",
+        min=0,
     )
     save_every_n_batches: int = _opt(
-        0, "also save epoch-{e}-batch-{k}.pt every n batches for an exact mid-epoch resume (0: off)"
+        0, "also save epoch-{e}-batch-{k}.pt every n batches for an exact mid-epoch resume (0: off)", min=0
     )
     average_period: int = _opt(200, "update the running model average every n batches", min=1)
     use_fp16: bool = _opt(False, "fp16 autocast with a gradient scaler")
@@ -69,11 +70,11 @@ class TrainOptions:
         (), "comma-separated lhotse RecordingSet manifests for validation", required=True
     )
     test_recordings: str | None = _opt(None, "small manifest synthesised to TensorBoard at validation")
-    max_load_times: int = _opt(3, "random crop tries to avoid silence")
-    duration: float = _opt(1.5, "training/validation crop length in seconds")
+    max_load_times: int = _opt(3, "random crop tries to avoid silence", min=1)
+    duration: float = _opt(1.5, "training/validation crop length in seconds", above=0)
     batch_size: int = _opt(256, "batch size per process (also for validation)", min=1)
-    train_num_workers: int = _opt(4, "DataLoader workers per training loader")
-    valid_num_workers: int = _opt(1, "DataLoader workers per validation loader")
+    train_num_workers: int = _opt(4, "DataLoader workers per training loader", min=0)
+    valid_num_workers: int = _opt(1, "DataLoader workers per validation loader", min=0)
     model_name: str = _opt("mel_24k_base", "generator config: a registered name or a JSON config path")
     codec: str | None = _opt(
         None, "token models (encodec_24k_*): EnCodec hub name (facebook/encodec_24khz) or local folder"
@@ -81,14 +82,14 @@ class TrainOptions:
     log_interval: int = _opt(50, "text and TensorBoard log every n batches", min=1)
     valid_interval: int = _opt(2000, "validate every n batches (and at batch 0)", min=1)
     device: str | None = _opt(None, "cpu, cuda or cuda:N (default: cuda when available)")
-    warmup_batches: float = _opt(500.0, "Eden2 LR warm-up length in batches (0.1x -> 1x base LR)")
+    warmup_batches: float = _opt(500.0, "Eden2 LR warm-up length in batches (0.1x -> 1x base LR)", min=0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exp_dir", Path(self.exp_dir))
         dtype = self.dtype or ("fp16" if self.use_fp16 else "fp32")
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "use_fp16", dtype == "fp16")
-        check_minimums(self)
+        check_bounds(self)
         if self.resume not in (None, "auto"):
             raise ValueError(f"--resume takes 'auto' or nothing, got {self.resume!r}")
         if not self.train_recordings and not self.train_shar:
@@ -109,9 +110,12 @@ class TrainOptions:
 class FlowMatchingOptions:
     """Stage-1 (flow-matching pre-training) options."""
 
-    base_lr: float = _opt(0.035, "peak learning rate of ScaledAdam")
-    lr_batches: float = _opt(7500.0, "Eden2 decay constant in batches")
+    base_lr: float = _opt(0.035, "peak learning rate of ScaledAdam", above=0)
+    lr_batches: float = _opt(7500.0, "Eden2 decay constant in batches", above=0)
     save_infer_steps: tuple[int, ...] = _opt((2, 4, 8), "Euler step counts of the TensorBoard test samples")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
 
 @dataclass(frozen=True)
@@ -119,12 +123,14 @@ class GANOptions:
     """Stage-2 (GAN fine-tuning) options; the loss weights are :class:`GANLossScales`' fields."""
 
     generator_model_path: str | None = _opt(None, "stage-1 averaged generator file to start from")
-    base_lr_gen: float = _opt(0.002, "generator peak LR (about 0.02 without a pre-trained generator)")
-    base_lr_disc: float = _opt(0.02, "discriminator peak LR")
-    lr_batches_gen: float = _opt(
-        20000.0, "generator Eden2 decay constant (about 5000 without a pre-trained generator)"
+    base_lr_gen: float = _opt(
+        0.002, "generator peak LR (about 0.02 without a pre-trained generator)", above=0
     )
-    lr_batches_disc: float = _opt(5000.0, "discriminator Eden2 decay constant")
+    base_lr_disc: float = _opt(0.02, "discriminator peak LR", above=0)
+    lr_batches_gen: float = _opt(
+        20000.0, "generator Eden2 decay constant (about 5000 without a pre-trained generator)", above=0
+    )
+    lr_batches_disc: float = _opt(5000.0, "discriminator Eden2 decay constant", above=0)
     gan_name: str = _opt(
         "gan_multi_scale_mel_recon",
         "GAN config: discriminators and mel-loss scales",
@@ -132,7 +138,7 @@ class GANOptions:
     )
     n_timesteps: int = _opt(1, "Euler steps of the generator being fine-tuned", min=1)
     loss_scales: GANLossScales = field(default_factory=GANLossScales)
-    gen_start_batch_idx: int = _opt(1000, "discriminator-only batches before the G/D alternation")
+    gen_start_batch_idx: int = _opt(1000, "discriminator-only batches before the G/D alternation", min=0)
     mel_only_batches: int = _opt(
         0,
         "first batches train the generator on the reconstruction losses alone (mel, plus phase / STFT "
@@ -142,7 +148,7 @@ class GANOptions:
     )
 
     def __post_init__(self) -> None:
-        check_minimums(self)
+        check_bounds(self)
 
 
 FINETUNE_DEFAULTS = {"num_epochs": 20, "exp_dir": "./exp-finetune", "batch_size": 64, "valid_interval": 1000}
