@@ -76,7 +76,7 @@ def test_phase_loss_weight_power_counts_quiet_harmonics_more() -> None:
     assert phase_derivative_loss(x, x.clone(), weight_power=1.0).item() < 1e-3
     # the phasor's epsilon shrinks bins ~40 dB below the mean level, which magnitude weighting counts
     assert phase_derivative_loss(x, x.clone(), weight_power=0.5).item() < 0.02  # measured 0.014
-    with pytest.raises(ValueError, match="phase_loss_weight_power"):
+    with pytest.raises(ValueError, match="--phase-loss-weight-power must be a finite number >= 0"):
         GANLossScales(phase_loss_weight_power=-1.0)
 
 
@@ -109,7 +109,8 @@ def test_stft_loss_zero_for_identical_signals_with_silent_bins() -> None:
 
 def test_negative_loss_scales_are_rejected() -> None:
     for name in ("phase_loss_scale", "stft_loss_scale", "periodicity_loss_scale"):
-        with pytest.raises(ValueError, match=name):
+        flag = "--" + name.replace("_", "-")
+        with pytest.raises(ValueError, match=f"{flag} must be a finite number >= 0"):
             GANLossScales(**{name: -1.0})
 
 
@@ -177,7 +178,7 @@ def test_gan_phase_loss_uses_the_configured_resolutions() -> None:
     assert GANLossScales().phase_loss_n_ffts == (512, 1024)
     assert GANLossScales(phase_loss_n_ffts=[256, "512"]).phase_loss_n_ffts == (256, 512)
     for bad in ((), (2,)):
-        with pytest.raises(ValueError, match="phase_loss_n_ffts"):
+        with pytest.raises(ValueError, match="--phase-loss-n-ffts must be STFT sizes >= 4"):
             GANLossScales(phase_loss_n_ffts=bad)
 
 
@@ -195,7 +196,7 @@ def test_gan_periodicity_loss_uses_the_configured_peak_weight() -> None:
         torch.testing.assert_close(terms["periodicity_loss"], expected)
     assert GANLossScales().periodicity_peak_weight == 1.0
     for bad in (-0.5, math.nan, math.inf):
-        with pytest.raises(ValueError, match="periodicity_peak_weight"):
+        with pytest.raises(ValueError, match="--periodicity-peak-weight must be a finite number >= 0"):
             GANLossScales(periodicity_peak_weight=bad)
 
 
