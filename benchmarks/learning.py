@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -188,12 +189,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"{folder} is not a folder")
     if args.stage1_checkpoint is not None and not args.stage1_checkpoint.is_file():
         p.error(f"--stage1-checkpoint {args.stage1_checkpoint} is not a file")
+    for flag, value in (("--processes", args.processes), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            p.error(f"{flag} must be >= 1 (or left out for the default), got {value}")
     args.processes = args.processes or usable_cores()
-    if args.processes < 1 or args.batch_size % args.processes:
+    if args.batch_size % args.processes:
         p.error(f"--batch-size {args.batch_size} must split evenly over --processes {args.processes}")
     args.threads = args.threads or max(1, usable_cores() // args.processes)
-    if not 0 <= args.stage1_share <= 1:
-        p.error(f"--stage1-share must be between 0 and 1, got {args.stage1_share}")
+    positive = {"--minutes": args.minutes, "--pitch-seconds": args.pitch_seconds}
+    if args.eval_every is not None:
+        positive["--eval-every"] = args.eval_every
+    for flag, value in positive.items():
+        if not (math.isfinite(value) and value > 0):
+            p.error(f"{flag} must be a finite number > 0, got {value}")
+    for flag, value in (("--stage1-share", args.stage1_share), ("--avg-fraction", args.avg_fraction)):
+        if not 0 <= value <= 1:
+            p.error(f"{flag} must be between 0 and 1, got {value}")
+    if args.pitch not in (0, 1):
+        p.error(f"--pitch takes 0 or 1, got {args.pitch}")
+    if args.stage1_checkpoint is not None and args.stage1_share == 1:
+        p.error("--stage1-checkpoint with --stage1-share 1 would train neither stage")
     check_stage_settings(p, args)
     return args
 
@@ -354,6 +369,8 @@ class BudgetRun:
     def averaged_state(self) -> dict:
         """The model averaged over the batches since the averaging window started (rank 0 only)."""
         t = self.trainer
+        if self.avg_start is None:  # no training at all (a zero budget): the initial weights
+            return state_copy(t.stage.module)
         period = t.opts.average_period
         b_start, start = self.avg_start
         b_start -= b_start % period

@@ -74,6 +74,35 @@ def test_bad_stage1_settings_are_usage_errors_unless_stage1_is_skipped(tmp_path:
     assert learning.parse_args([*args, "--stage1-checkpoint", str(checkpoint)]).lr_batches == 0
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--minutes", "nan", "--minutes must be a finite number > 0, got nan"),
+        ("--eval-every", "-1", "--eval-every must be a finite number > 0, got -1.0"),
+        ("--pitch-seconds", "0", "--pitch-seconds must be a finite number > 0"),
+        ("--avg-fraction", "-1", "--avg-fraction must be between 0 and 1, got -1.0"),
+        ("--processes", "-1", "--processes must be >= 1"),
+        ("--threads", "-3", "--threads must be >= 1"),
+        ("--pitch", "7", "--pitch takes 0 or 1, got 7"),
+    ],
+)
+def test_bad_benchmark_settings_are_usage_errors(tmp_path: Path, capsys, flag: str, value: str, message: str):
+    argv = [*contract_args(tmp_path, tmp_path, tmp_path / "out"), flag, value]  # the last --minutes counts
+    with pytest.raises(SystemExit) as exit_info:
+        learning.parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_stage1_checkpoint_needs_a_stage2_share(tmp_path: Path, capsys) -> None:
+    checkpoint = tmp_path / "stage1.pt"
+    checkpoint.write_bytes(b"")
+    argv = [*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--stage1-checkpoint", str(checkpoint)]
+    with pytest.raises(SystemExit):
+        learning.parse_args([*argv, "--stage1-share", "1"])
+    assert "would train neither stage" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("share", ["-0.1", "1.5", "nan"])
 def test_stage1_share_must_be_a_fraction(tmp_path: Path, capsys, share: str) -> None:
     with pytest.raises(SystemExit) as exit_info:

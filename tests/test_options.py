@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flow2gan.bin import save_averaged_model
+from flow2gan.bin import finetune, pretrain, save_averaged_model
 from flow2gan.models.gan import GANLossScales
 from flow2gan.training.options import (
     common_options,
@@ -87,6 +87,8 @@ def test_reference_value_spellings():
         (["--warmup-batches", "-1"], "--warmup-batches must be a finite number >= 0"),
         (["--duration", "0"], "--duration must be a finite number > 0"),
         (["--duration", "nan"], "--duration must be a finite number > 0, got nan"),
+        (["--train-dls-weights", "1,nan"], "--train-dls-weights must be finite, >= 0 and not all 0"),
+        (["--train-dls-weights", "0,0"], "--train-dls-weights must be finite, >= 0 and not all 0"),
     ],
 )
 def test_invalid_values_exit_with_the_flag_name(flags, message):
@@ -110,6 +112,24 @@ def test_learning_rates_and_decay_constants_must_be_positive(make, build, flag, 
     message = re.escape(f"{flag} must be a finite number > 0, got {float(value)}")
     with pytest.raises(SystemExit, match=message):
         build(make().parse_args([*DATA, flag, value]))
+
+
+@pytest.mark.parametrize(("main", "flag"), [(pretrain.main, "--base-lr"), (finetune.main, "--base-lr-gen")])
+def test_training_clis_exit_with_usage_errors_for_bad_values(main, flag, tmp_path, capsys, monkeypatch):
+    """Status 2 and the usage line, like argparse's own errors, and nothing written."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([*DATA, flag, "0"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage:") and f"error: {flag} must be a finite number > 0, got 0.0" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("steps", ["0", "2,-1"])
+def test_save_infer_steps_must_be_step_counts(steps):
+    with pytest.raises(SystemExit, match="--save-infer-steps takes Euler step counts >= 1"):
+        flow_matching_options(pretrain_parser().parse_args([*DATA, "--save-infer-steps", steps]))
 
 
 def test_loss_weight_errors_name_the_flag():

@@ -146,10 +146,12 @@ def test_pretrain_on_shar_resumes_exactly(data, tmp_path):
         torch.testing.assert_close(split[key], full[key], rtol=0, atol=0, msg=key)
 
 
-def test_training_needs_data(data, tmp_path):
+def test_training_needs_data(data, tmp_path, capsys):
     args = train_args(data["s3"], tmp_path, 1)
-    with pytest.raises(SystemExit, match="--train-recordings and/or --train-shar"):
+    with pytest.raises(SystemExit) as exit_info:
         pretrain.main(args[2:])
+    assert exit_info.value.code == 2  # a usage error, as for a value of the wrong type
+    assert "--train-recordings and/or --train-shar" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from flow2gan.training.loop import train
-from flow2gan.training.options import GANOptions, TrainOptions, common_options, finetune_parser, gan_options
+from flow2gan.training.options import GANOptions, TrainOptions, finetune_parser, gan_options, parse_options
 from flow2gan.training.stages import GANStage
 
 
@@ -16,9 +16,8 @@ def make_stage(opts: TrainOptions, gan_opts: GANOptions, fresh_start: bool) -> G
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags and train."""
-    args = finetune_parser().parse_args(argv)
-    opts = common_options(args)
-    train(opts, partial(make_stage, opts, gan_options(args)))
+    opts, gan_opts = parse_options(finetune_parser(), argv, gan_options)
+    train(opts, partial(make_stage, opts, gan_opts))
     return 0
 
 

@@ -8,8 +8,8 @@ from flow2gan.training.loop import train
 from flow2gan.training.options import (
     FlowMatchingOptions,
     TrainOptions,
-    common_options,
     flow_matching_options,
+    parse_options,
     pretrain_parser,
 )
 from flow2gan.training.stages import FlowMatchingStage
@@ -22,9 +22,8 @@ def make_stage(opts: TrainOptions, fm: FlowMatchingOptions, fresh_start: bool) -
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags and train."""
-    args = pretrain_parser().parse_args(argv)
-    opts = common_options(args)
-    train(opts, partial(make_stage, opts, flow_matching_options(args)))
+    opts, fm = parse_options(pretrain_parser(), argv, flow_matching_options)
+    train(opts, partial(make_stage, opts, fm))
     return 0
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from flow2gan.cli import add_dataclass_arguments, check_bounds, dataclass_from_args
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
+
+T = TypeVar("T")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -96,6 +100,10 @@ class TrainOptions:
             raise ValueError("training data needed: --train-recordings and/or --train-shar")
         if not self.valid_recordings:
             raise ValueError("validation data needed: --valid-recordings")
+        weights = self.train_dls_weights
+        valid = weights is None or (all(math.isfinite(w) and w >= 0 for w in weights) and sum(weights) > 0)
+        if not valid:
+            raise ValueError(f"--train-dls-weights must be finite, >= 0 and not all 0, got {weights}")
 
     def to_checkpoint_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings, lists for tuples) to store at the top level of a checkpoint."""
@@ -116,6 +124,8 @@ class FlowMatchingOptions:
 
     def __post_init__(self) -> None:
         check_bounds(self)
+        if any(n < 1 for n in self.save_infer_steps):
+            raise ValueError(f"--save-infer-steps takes Euler step counts >= 1, got {self.save_infer_steps}")
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,23 @@ def finetune_parser() -> argparse.ArgumentParser:
     return _parser(
         "Stage 2: GAN fine-tuning of the N-step Flow2GAN generator.", FINETUNE_DEFAULTS, GANOptions
     )
+
+
+def parse_options(
+    parser: argparse.ArgumentParser, argv: list[str] | None, stage_options: Callable[[argparse.Namespace], T]
+) -> tuple[TrainOptions, T]:
+    """``argv`` -> (shared options, the stage's options); an invalid value is a usage error of ``parser``.
+
+    Exits with status 2, the usage line and the message naming the flag, as argparse does for a value
+    of the wrong type.
+    """
+    args = parser.parse_args(argv)
+    try:
+        return common_options(args), stage_options(args)
+    except SystemExit as exc:  # dataclass_from_args: SystemExit(message)
+        if not isinstance(exc.code, str):
+            raise
+        parser.error(exc.code)
 
 
 def common_options(args: argparse.Namespace) -> TrainOptions:
