@@ -133,7 +133,7 @@ def test_save_infer_steps_must_be_step_counts(steps):
 
 
 def test_loss_weight_errors_name_the_flag():
-    with pytest.raises(SystemExit, match="--phase-loss-scale must be a finite number >= 0.0, got -1.0"):
+    with pytest.raises(SystemExit, match="--phase-loss-scale must be a finite number >= 0, got -1.0"):
         gan_options(finetune_parser().parse_args([*DATA, "--phase-loss-scale", "-1"]))
 
 

@@ -81,7 +81,7 @@ def get_gan_config(name: str) -> GANConfig:
 
 def _weight(default: float, help: str) -> Any:
     """A loss-weight field: a finite number >= 0 (checked by ``check_bounds``) with its flag's help text."""
-    return field(default=default, metadata={"min": 0.0, "help": help})
+    return field(default=default, metadata={"min": 0, "help": help})
 
 
 @dataclass(frozen=True)
