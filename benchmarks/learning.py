@@ -205,6 +205,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag, value in (("--stage1-share", args.stage1_share), ("--avg-fraction", args.avg_fraction)):
         if not 0 <= value <= 1:
             p.error(f"{flag} must be between 0 and 1, got {value}")
+    if not (math.isfinite(args.mrd_loss_scale) and args.mrd_loss_scale >= 0):
+        p.error(f"--mrd-loss-scale must be a finite number >= 0, got {args.mrd_loss_scale}")
     if args.pitch not in (0, 1):
         p.error(f"--pitch takes 0 or 1, got {args.pitch}")
     if args.stage1_checkpoint is not None and args.stage1_share == 1:

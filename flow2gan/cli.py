@@ -2,7 +2,7 @@
 
 An options dataclass is the one definition of its flags: each field gives the flag name
 (``--field-name``), the default and, in ``field(metadata=...)``, the help text (``help``), and
-optionally ``choices``, ``required``, a lower bound (``min``, inclusive, or ``above``, exclusive;
+optionally ``choices``, ``required``, bounds (``min`` and ``max``, inclusive, or ``above``, exclusive;
 checked by :func:`check_bounds` in the dataclass's ``__post_init__``) and a ``flag`` name override. The value
 parser follows the annotation: ``bool`` -> :func:`str2bool` (``--use-fp16 true``, the reference's
 style), ``X | None`` -> ``None``/empty means None, ``tuple[T, ...]`` -> a comma-separated list,
@@ -38,6 +38,15 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(
         f"boolean value expected (yes/true/t/y/1 or no/false/f/n/0), got {value!r}"
     )
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: X)`` to a flag's help unless the help already says the default or it is None."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def optional_str(value: str) -> str | None:
@@ -152,7 +161,7 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
 
 
 def check_bounds(obj: Any) -> None:
-    """Check every field with a ``min`` (inclusive) or ``above`` (exclusive) bound (for ``__post_init__``).
+    """Check the ``min`` / ``max`` (inclusive) and ``above`` (exclusive) bounds of every field.
 
     Raises ``ValueError`` naming the flag for a bounded value that is NaN, infinite or out of bounds.
     """
@@ -166,3 +175,5 @@ def check_bounds(obj: Any) -> None:
             bound = field.metadata["above"]
             if not (math.isfinite(value) and value > bound):
                 raise ValueError(f"{flag_name(field)} must be a finite number > {bound}, got {value}")
+        if "max" in field.metadata and not value <= field.metadata["max"]:
+            raise ValueError(f"{flag_name(field)} must be <= {field.metadata['max']}, got {value}")

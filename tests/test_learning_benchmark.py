@@ -43,7 +43,7 @@ def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
         ("--periodicity-peak-weight", "-1", "--periodicity-peak-weight must be a finite number >= 0"),
         ("--phase-loss-weight-power", "nan", "--phase-loss-weight-power must be a finite number >= 0"),
         ("--mel-recon-loss-scale", "-2", "--mel-recon-loss-scale must be a finite number >= 0"),
-        ("--mrd-loss-scale", "inf", "--disc-loss-mr-scale must be a finite number >= 0"),
+        ("--stft-loss-scale", "inf", "--stft-loss-scale must be a finite number >= 0"),
         ("--phase-loss-n-ffts", "512,abc", "argument --phase-loss-n-ffts: invalid comma-separated int value"),
         ("--gan-name", "nosuchgan", "argument --gan-name: invalid choice: 'nosuchgan'"),
         ("--base-lr-gen", "0", "--base-lr-gen must be a finite number > 0"),
@@ -84,6 +84,7 @@ def test_bad_stage1_settings_are_usage_errors_unless_stage1_is_skipped(tmp_path:
         ("--processes", "-1", "--processes must be >= 1"),
         ("--threads", "-3", "--threads must be >= 1"),
         ("--pitch", "7", "--pitch takes 0 or 1, got 7"),
+        ("--mrd-loss-scale", "-1", "--mrd-loss-scale must be a finite number >= 0, got -1.0"),
     ],
 )
 def test_bad_benchmark_settings_are_usage_errors(tmp_path: Path, capsys, flag: str, value: str, message: str):

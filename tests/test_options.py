@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from flow2gan.bin import finetune, pretrain, save_averaged_model
+from flow2gan.bin import evaluate, finetune, pretrain, save_averaged_model, stream
 from flow2gan.models.gan import GANLossScales
 from flow2gan.training.options import (
+    check_inputs,
     common_options,
     finetune_parser,
     flow_matching_options,
@@ -87,6 +88,7 @@ def test_reference_value_spellings():
         (["--warmup-batches", "-1"], "--warmup-batches must be a finite number >= 0"),
         (["--duration", "0"], "--duration must be a finite number > 0"),
         (["--duration", "nan"], "--duration must be a finite number > 0, got nan"),
+        (["--master-port", "70000"], "--master-port must be <= 65535, got 70000"),
         (["--train-dls-weights", "1,nan"], "--train-dls-weights must be finite, >= 0 and not all 0"),
         (["--train-dls-weights", "0,0"], "--train-dls-weights must be finite, >= 0 and not all 0"),
     ],
@@ -126,6 +128,41 @@ def test_training_clis_exit_with_usage_errors_for_bad_values(main, flag, tmp_pat
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("main", "extra", "message"),
+    [
+        (pretrain.main, [], "--train-recordings: no such file a.jsonl.gz"),
+        (pretrain.main, ["--train-shar", "shards"], "--train-shar: no such directory shards"),
+        (pretrain.main, ["--test-recordings", "t.jsonl.gz"], "--test-recordings: no such file t.jsonl.gz"),
+        (finetune.main, ["--generator-model-path", "g.pt"], "--generator-model-path: no such file g.pt"),
+        (pretrain.main, ["--model-name", "nosuchmodel"], "--model-name: unknown model name 'nosuchmodel'"),
+        (finetune.main, ["--model-name", "cfg.json"], "--model-name: config file cfg.json does not exist"),
+    ],
+)
+def test_training_clis_check_their_inputs_before_writing(main, extra, message, tmp_path, capsys, monkeypatch):
+    """A missing input is a usage error and no experiment folder is made (manifests are checked first)."""
+    monkeypatch.chdir(tmp_path)
+    manifests = ["a.jsonl.gz", "b.jsonl.gz", "v.jsonl.gz"] if extra else []
+    for name in manifests:
+        (tmp_path / name).touch()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*DATA, *extra])
+    assert exit_info.value.code == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == manifests
+
+
+def test_generator_model_path_is_not_needed_to_resume(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.jsonl.gz", "b.jsonl.gz", "v.jsonl.gz"):
+        (tmp_path / name).touch()
+    parse = finetune_parser().parse_args
+    resumed = [*DATA, "--generator-model-path", "gone.pt", "--model-name", "mel_24k_small"]
+    check_inputs(common_options(parse([*resumed, "--resume", "auto"])), gan_options(parse(resumed)))
+    with pytest.raises(ValueError, match="--generator-model-path: no such file gone.pt"):
+        check_inputs(common_options(parse(resumed)), gan_options(parse(resumed)))
+
+
 @pytest.mark.parametrize("steps", ["0", "2,-1"])
 def test_save_infer_steps_must_be_step_counts(steps):
     with pytest.raises(SystemExit, match="--save-infer-steps takes Euler step counts >= 1"):
@@ -150,3 +187,19 @@ def test_every_flag_has_help_without_spec_references(make):
     for action in parser._actions:
         assert action.help, action.option_strings
     assert "SPEC" not in parser.format_help() and "§" not in parser.format_help()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pretrain_parser,
+        finetune_parser,
+        save_averaged_model.parser,
+        evaluate.build_parser,
+        stream.build_parser,
+    ],
+)
+def test_help_states_each_default_once(make):
+    text = " ".join(make().format_help().split())
+    assert "(default: None)" not in text and not re.search(r"\(default[^)]*\) \(default", text)
+    assert "(default: " in text  # the ones that have a value are still shown

@@ -12,13 +12,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from flow2gan.cli import optional_str, str2bool
+from flow2gan.cli import DefaultsHelpFormatter, optional_str, str2bool
 from flow2gan.training.experiment import export_generator, load_experiment_generator
 
 
 def parser() -> argparse.ArgumentParser:
     """Reference flags and defaults."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
     add = p.add_argument
     add("--epoch", type=int, default=200, help="last epoch of the averaging window")
     add("--avg", type=int, default=20, help="number of epochs averaged")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from flow2gan.audio import load_audio, save_audio
-from flow2gan.cli import optional_str, str2bool
+from flow2gan.cli import DefaultsHelpFormatter, optional_str, str2bool
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.pretrained import get_model
 from flow2gan.runtime import tune_malloc
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flow2gan.bin.stream",
         description="Stream a mel (.pt) or an audio file's mel frame by frame into a wav.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--input", type=Path, required=True, help="condition .pt (C, F) / (1, C, F) or audio")
     parser.add_argument("--output", type=Path, required=True, help="output .wav")

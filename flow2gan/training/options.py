@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flow2gan.cli import add_dataclass_arguments, check_bounds, dataclass_from_args
+from flow2gan.cli import DefaultsHelpFormatter, add_dataclass_arguments, check_bounds, dataclass_from_args
+from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 
 T = TypeVar("T")
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
-    """A field with a default and the flag's help text (plus ``min``/``above``/``choices``/``required``)."""
+    """A field with a default and the flag's help text (plus bounds, ``choices`` or ``required``)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -35,7 +36,7 @@ class TrainOptions:
     """
 
     world_size: int = _opt(1, "number of DDP processes (GPUs) to spawn (torchrun sets its own)", min=1)
-    master_port: int = _opt(12354, "DDP master port (unless MASTER_PORT is set)", min=1)
+    master_port: int = _opt(12354, "DDP master port (unless MASTER_PORT is set)", min=1, max=65535)
     tensorboard: bool = _opt(True, "write TensorBoard logs to exp-dir/tensorboard")
     num_epochs: int = _opt(200, "number of epochs to train (the last one included)", min=1)
     start_epoch: int = _opt(1, "resume from exp-dir/epoch-{start-epoch - 1}.pt when > 1", min=1)
@@ -166,9 +167,7 @@ FINETUNE_DEFAULTS = {"num_epochs": 20, "exp_dir": "./exp-finetune", "batch_size"
 
 def _parser(description: str, defaults: dict[str, Any], stage: type) -> argparse.ArgumentParser:
     """Shared flags with the stage's defaults, then the stage's own flags."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=description, formatter_class=DefaultsHelpFormatter)
     add_dataclass_arguments(parser, TrainOptions, defaults)
     add_dataclass_arguments(parser, stage)
     return parser
@@ -196,11 +195,42 @@ def parse_options(
     """
     args = parser.parse_args(argv)
     try:
-        return common_options(args), stage_options(args)
+        opts, stage = common_options(args), stage_options(args)
+        check_inputs(opts, stage)
     except SystemExit as exc:  # dataclass_from_args: SystemExit(message)
         if not isinstance(exc.code, str):
             raise
         parser.error(exc.code)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return opts, stage
+
+
+def check_inputs(opts: TrainOptions, stage: object) -> None:
+    """Check that the files the options name exist and the model config resolves, before any work.
+
+    ``--generator-model-path`` is checked only for a fresh start (no ``--resume``, ``--start-epoch`` 1),
+    the only time it is read. Raises ``ValueError`` naming the flag.
+    """
+    files = {
+        "--train-recordings": opts.train_recordings,
+        "--valid-recordings": opts.valid_recordings,
+        "--test-recordings": (opts.test_recordings,) if opts.test_recordings else (),
+    }
+    fresh_start = opts.resume is None and opts.start_epoch == 1
+    if isinstance(stage, GANOptions) and stage.generator_model_path and fresh_start:
+        files["--generator-model-path"] = (stage.generator_model_path,)
+    for flag, paths in files.items():
+        for path in paths:
+            if not Path(path).is_file():
+                raise ValueError(f"{flag}: no such file {path}")
+    for path in opts.train_shar:
+        if not Path(path).is_dir():
+            raise ValueError(f"--train-shar: no such directory {path}")
+    try:
+        get_generator_config(opts.model_name)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"--model-name: {exc}") from exc
 
 
 def common_options(args: argparse.Namespace) -> TrainOptions:
