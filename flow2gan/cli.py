@@ -41,10 +41,10 @@ def str2bool(value: str | bool) -> bool:
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends ``(default: X)`` to a flag's help unless the help already says the default or it is None."""
+    """Appends ``(default: X)`` to a flag's help unless the help says the default or there is none."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or "(default" in (action.help or ""):
+        if action.default in (None, "") or "(default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 

@@ -203,7 +203,9 @@ CONFIGS: dict[str, GeneratorConfig] = {
 def get_generator_config(name: str) -> GeneratorConfig:
     """A registered config by name, or one read from a JSON file path (top level or under ``config``).
 
-    A JSON config with a ``bandwidths`` key is a :class:`TokenGeneratorConfig`.
+    A JSON config with a ``bandwidths`` key is a :class:`TokenGeneratorConfig`. Raises
+    ``FileNotFoundError`` for a missing ``.json`` file and ``ValueError`` for an unknown name or a file
+    that is not a JSON config (the message names the file).
     """
     if name in CONFIGS:
         return CONFIGS[name]
@@ -211,12 +213,20 @@ def get_generator_config(name: str) -> GeneratorConfig:
     if path.suffix == ".json" or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
-        return config_from_dict(json.loads(path.read_text()))
+        try:
+            return config_from_dict(json.loads(path.read_text()))
+        except ValueError as exc:  # JSON syntax, encoding or an invalid config
+            raise ValueError(f"config file {path}: {exc}") from exc
     raise ValueError(f"unknown model name {name!r}; registered: {sorted(CONFIGS)} (or pass a JSON file path)")
 
 
 def config_from_dict(data: dict[str, Any]) -> GeneratorConfig:
-    """A config from its dict (top level or under ``config``); one with ``bandwidths`` is a token config."""
+    """A config from its dict (top level or under ``config``); one with ``bandwidths`` is a token config.
+
+    ``ValueError`` if ``data`` is not a dict.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"a config is a JSON object of fields, got {type(data).__name__}")
     inner = data["config"] if isinstance(data.get("config"), dict) else data
     cls = TokenGeneratorConfig if "bandwidths" in inner else GeneratorConfig
     return cls.from_dict(inner)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from flow2gan.bin import evaluate, finetune, pretrain, save_averaged_model, stream
+from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GANLossScales
 from flow2gan.training.options import (
     check_inputs,
@@ -131,10 +132,14 @@ def test_training_clis_exit_with_usage_errors_for_bad_values(main, flag, tmp_pat
 @pytest.mark.parametrize(
     ("main", "extra", "message"),
     [
-        (pretrain.main, [], "--train-recordings: no such file a.jsonl.gz"),
-        (pretrain.main, ["--train-shar", "shards"], "--train-shar: no such directory shards"),
-        (pretrain.main, ["--test-recordings", "t.jsonl.gz"], "--test-recordings: no such file t.jsonl.gz"),
-        (finetune.main, ["--generator-model-path", "g.pt"], "--generator-model-path: no such file g.pt"),
+        (pretrain.main, [], "--train-recordings: 'a.jsonl.gz' does not exist"),
+        (pretrain.main, ["--train-shar", "shards"], "--train-shar: 'shards' does not exist"),
+        (
+            pretrain.main,
+            ["--test-recordings", "t.jsonl.gz"],
+            "--test-recordings: 't.jsonl.gz' does not exist",
+        ),
+        (finetune.main, ["--generator-model-path", "g.pt"], "--generator-model-path: 'g.pt' does not exist"),
         (pretrain.main, ["--model-name", "nosuchmodel"], "--model-name: unknown model name 'nosuchmodel'"),
         (finetune.main, ["--model-name", "cfg.json"], "--model-name: config file cfg.json does not exist"),
     ],
@@ -152,15 +157,41 @@ def test_training_clis_check_their_inputs_before_writing(main, extra, message, t
     assert sorted(p.name for p in tmp_path.iterdir()) == manifests
 
 
-def test_generator_model_path_is_not_needed_to_resume(tmp_path, monkeypatch):
+def test_input_checks_follow_the_resume_point(tmp_path, monkeypatch):
+    """The stage-1 model is needed only when nothing is resumed; a resume point must exist."""
     monkeypatch.chdir(tmp_path)
     for name in ("a.jsonl.gz", "b.jsonl.gz", "v.jsonl.gz"):
         (tmp_path / name).touch()
     parse = finetune_parser().parse_args
-    resumed = [*DATA, "--generator-model-path", "gone.pt", "--model-name", "mel_24k_small"]
-    check_inputs(common_options(parse([*resumed, "--resume", "auto"])), gan_options(parse(resumed)))
-    with pytest.raises(ValueError, match="--generator-model-path: no such file gone.pt"):
-        check_inputs(common_options(parse(resumed)), gan_options(parse(resumed)))
+    flags = [*DATA, "--generator-model-path", "gone.pt", "--model-name", "mel_24k_small", "--exp-dir", "exp"]
+
+    def check(*extra: str) -> None:
+        check_inputs(common_options(parse([*flags, *extra])), gan_options(parse(flags)))
+
+    missing = "--generator-model-path: 'gone.pt' does not exist"
+    for extra in ([], ["--resume", "auto"]):  # --resume auto with no checkpoint yet starts fresh
+        with pytest.raises(ValueError, match=missing):
+            check(*extra)
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "epoch-1.pt").touch()
+    check("--resume", "auto")
+    check("--start-epoch", "2")
+    with pytest.raises(ValueError, match="--start-epoch: cannot resume at epoch 3: exp/epoch-2.pt does not"):
+        check("--start-epoch", "3")
+    (tmp_path / "file").touch()
+    with pytest.raises(ValueError, match="--exp-dir: 'file' is not a folder"):
+        check("--exp-dir", "file")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("[1, 2]", "a config is a JSON object of fields, got list"), ("{", "Expecting property name")],
+)
+def test_a_bad_json_config_is_named(tmp_path, content, message):
+    config = tmp_path / "cfg.json"
+    config.write_text(content)
+    with pytest.raises(ValueError, match=f"config file {re.escape(str(config))}: {message}"):
+        get_generator_config(str(config))
 
 
 @pytest.mark.parametrize("steps", ["0", "2,-1"])
@@ -201,5 +232,9 @@ def test_every_flag_has_help_without_spec_references(make):
 )
 def test_help_states_each_default_once(make):
     text = " ".join(make().format_help().split())
-    assert "(default: None)" not in text and not re.search(r"\(default[^)]*\) \(default", text)
+    assert (
+        "(default: None)" not in text
+        and "(default: )" not in text
+        and not re.search(r"\(default[^)]*\) \(default", text)
+    )
     assert "(default: " in text  # the ones that have a value are still shown

@@ -106,10 +106,13 @@ def test_resume_reproduces_uninterrupted_run(manifests, tmp_path):
     assert torch.load(tmp_path / "split" / "epoch-4.pt", weights_only=True)["batch_idx_train"] == 7
 
 
-def test_resume_needs_previous_checkpoint(manifests, tmp_path):
+def test_resume_needs_previous_checkpoint(manifests, tmp_path, capsys):
     args = common_args(manifests["all"], manifests["all"], tmp_path, 3, "--start-epoch", "3")
-    with pytest.raises(FileNotFoundError, match="epoch-2.pt"):
+    with pytest.raises(SystemExit) as exit_info:
         pretrain.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--start-epoch: cannot resume at epoch 3" in err and "epoch-2.pt does not exist" in err
 
 
 @pytest.mark.slow

@@ -91,6 +91,23 @@ def resume_candidates(exp_dir: Path) -> list[ResumePoint]:
     return sorted(points, key=lambda p: (p.epoch, p.batches_done), reverse=True)
 
 
+def resume_points(exp_dir: Path, resume: str | None, start_epoch: int) -> list[ResumePoint]:
+    """Checkpoints a run continues from, best first; empty for a fresh start.
+
+    ``resume`` ``"auto"`` (``--resume auto``): every complete checkpoint, newest first (epoch-end or
+    mid-epoch); ``start_epoch`` e > 1 (``--start-epoch``): ``epoch-{e-1}.pt``, which must exist
+    (``FileNotFoundError``).
+    """
+    if resume == "auto":
+        return resume_candidates(exp_dir)
+    if start_epoch > 1:
+        path = epoch_path(exp_dir, start_epoch - 1)
+        if not path.is_file():
+            raise FileNotFoundError(f"cannot resume at epoch {start_epoch}: {path} does not exist")
+        return [ResumePoint(path, start_epoch)]
+    return []
+
+
 def prune_checkpoints(exp_dir: Path, keep_last_k: int) -> list[Path]:
     """Keep the newest ``keep_last_k`` epoch files and, apart, the newest ``keep_last_k`` mid-epoch files.
 

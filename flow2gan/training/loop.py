@@ -31,7 +31,7 @@ from flow2gan.training.experiment import (
     prune_checkpoints,
     read_training_checkpoint,
     restore_training_state,
-    resume_candidates,
+    resume_points,
     save_training_checkpoint,
 )
 from flow2gan.training.guards import GradScaleNurse, check_finite, save_bad_model_on_failure
@@ -78,7 +78,7 @@ class Trainer:
         self.opts = opts
         self.ctx = ctx
         fix_random_seed(opts.seed)
-        candidates = self.resume_candidates()
+        candidates = resume_points(opts.exp_dir, opts.resume, opts.start_epoch)
         self.stage = make_stage(not candidates)
         self.model_avg = make_averaged_copy(self.stage.module) if ctx.is_main else None
         self.batch_idx_train = -1
@@ -110,22 +110,6 @@ class Trainer:
             self.writer = SummaryWriter(log_dir=str(opts.exp_dir / "tensorboard"))
 
         self.progress = TrainingProgress(self.start_epoch, opts.num_epochs, enabled=ctx.is_main)
-
-    def resume_candidates(self) -> list[ResumePoint]:
-        """Checkpoints to continue from, best first (empty for a fresh run).
-
-        ``--resume auto``: every complete checkpoint, newest first (epoch-end or mid-epoch);
-        ``--start-epoch e``: ``epoch-{e-1}.pt``, which must exist (``FileNotFoundError``).
-        """
-        opts = self.opts
-        if opts.resume == "auto":
-            return resume_candidates(opts.exp_dir)
-        if opts.start_epoch > 1:
-            path = epoch_path(opts.exp_dir, opts.start_epoch - 1)
-            if not path.is_file():
-                raise FileNotFoundError(f"cannot resume at epoch {opts.start_epoch}: {path} does not exist")
-            return [ResumePoint(path, opts.start_epoch)]
-        return []
 
     def resume(self, candidates: list[ResumePoint]) -> ResumePoint:
         """Load the first readable candidate (``--resume auto`` skips unreadable files with a warning)."""

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from flow2gan.cli import DefaultsHelpFormatter, add_dataclass_arguments, check_bounds, dataclass_from_args
 from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
+from flow2gan.training.experiment import resume_points
 
 T = TypeVar("T")
 
@@ -207,26 +208,35 @@ def parse_options(
 
 
 def check_inputs(opts: TrainOptions, stage: object) -> None:
-    """Check that the files the options name exist and the model config resolves, before any work.
+    """Check what the options name before any work: input files and folders, the resume point, the config.
 
-    ``--generator-model-path`` is checked only for a fresh start (no ``--resume``, ``--start-epoch`` 1),
-    the only time it is read. Raises ``ValueError`` naming the flag.
+    ``--generator-model-path`` is checked only when the run will start fresh (no checkpoint to resume
+    from), the only time it is read. Raises ``ValueError`` naming the flag.
     """
+    if opts.exp_dir.exists() and not opts.exp_dir.is_dir():
+        raise ValueError(f"--exp-dir: '{opts.exp_dir}' is not a folder")
+    try:
+        fresh_start = not resume_points(opts.exp_dir, opts.resume, opts.start_epoch)
+    except FileNotFoundError as exc:
+        raise ValueError(f"--start-epoch: {exc}") from exc
     files = {
         "--train-recordings": opts.train_recordings,
         "--valid-recordings": opts.valid_recordings,
         "--test-recordings": (opts.test_recordings,) if opts.test_recordings else (),
     }
-    fresh_start = opts.resume is None and opts.start_epoch == 1
     if isinstance(stage, GANOptions) and stage.generator_model_path and fresh_start:
         files["--generator-model-path"] = (stage.generator_model_path,)
     for flag, paths in files.items():
-        for path in paths:
-            if not Path(path).is_file():
-                raise ValueError(f"{flag}: no such file {path}")
-    for path in opts.train_shar:
-        if not Path(path).is_dir():
-            raise ValueError(f"--train-shar: no such directory {path}")
+        for path in map(Path, paths):
+            if not path.is_file():
+                raise ValueError(
+                    f"{flag}: '{path}' " + ("is not a file" if path.exists() else "does not exist")
+                )
+    for path in map(Path, opts.train_shar):
+        if not path.is_dir():
+            raise ValueError(
+                f"--train-shar: '{path}' " + ("is not a folder" if path.exists() else "does not exist")
+            )
     try:
         get_generator_config(opts.model_name)
     except (OSError, KeyError, TypeError, ValueError) as exc:
