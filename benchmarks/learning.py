@@ -54,13 +54,14 @@ from learning_eval import (
     eval_classical,
     eval_codec,
     eval_generator,
+    heldout_paths,
     load_heldout,
 )
 from learning_report import Recorder, fmt, plot_curve, summary_table
 from tqdm import tqdm
 
 from flow2gan import runtime
-from flow2gan.bin.prepare_manifests import repeat_recordings, scan_recordings
+from flow2gan.bin.prepare_manifests import AUDIO_SUFFIXES, repeat_recordings, scan_recordings
 from flow2gan.config import get_generator_config
 from flow2gan.features import mel_frontend
 from flow2gan.models.token_generator import audio_front_end
@@ -187,6 +188,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for folder in (args.train_dir, *args.heldout_dir):
         if not folder.is_dir():
             p.error(f"{folder} is not a folder")
+    if not any(f.suffix.lower() in AUDIO_SUFFIXES and f.is_file() for f in args.train_dir.rglob("*")):
+        p.error(f"--train-dir {args.train_dir} has no audio files ({', '.join(AUDIO_SUFFIXES)})")
+    for folder in args.heldout_dir:
+        if not heldout_paths(folder):
+            p.error(f"--heldout-dir {folder} has no .wav or .flac files")
     if args.stage1_checkpoint is not None and not args.stage1_checkpoint.is_file():
         p.error(f"--stage1-checkpoint {args.stage1_checkpoint} is not a file")
     for flag, value in (("--processes", args.processes), ("--threads", args.threads)):

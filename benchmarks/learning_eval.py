@@ -43,6 +43,11 @@ class HeldOut:
     pitch_samples: int
 
 
+def heldout_paths(folder: Path) -> list[Path]:
+    """The held-out audio files of ``folder``: its .wav and .flac files (not below it), sorted."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac") and p.is_file())
+
+
 def load_heldout(
     folder: Path, cond_fn: torch.nn.Module, sampling_rate: int, args: argparse.Namespace
 ) -> list[HeldOut]:
@@ -51,7 +56,7 @@ def load_heldout(
     CREPE runs on the first ``--pitch-seconds`` of each file only (it costs ~10-20 s per audio second on
     one loaded CPU thread), with the ``--pitch-model`` network.
     """
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac"))
+    paths = heldout_paths(folder)
     if not paths:
         raise SystemExit(f"no audio files in {folder}")
     cfg = PitchConfig(sampling_rate=sampling_rate, model=args.pitch_model)

@@ -16,6 +16,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import learning  # noqa: E402
 import learning_eval  # noqa: E402
 
+WAVS = REPO / "test_data" / "wav"  # the project's own speech
+
 
 def contract_args(train: Path, held: Path, out: Path) -> list[str]:
     return ["--train-dir", str(train), "--heldout-dir", str(held), "--minutes", "1", "--out", str(out)]
@@ -32,8 +34,23 @@ def test_missing_folders_are_usage_errors_before_any_work(tmp_path: Path, capsys
     assert not (tmp_path / "out").exists()
 
 
+def test_folders_without_audio_are_usage_errors_before_any_work(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no audio here")
+    for train, heldout, message in (
+        (empty, WAVS, f"--train-dir {empty} has no audio files"),
+        (WAVS, empty, f"--heldout-dir {empty} has no .wav or .flac files"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            learning.main(contract_args(train, heldout, tmp_path / "out"))
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
-    args = learning.parse_args(contract_args(tmp_path, tmp_path, tmp_path / "out"))
+    args = learning.parse_args(contract_args(WAVS, WAVS, tmp_path / "out"))
     assert (args.lr_batches_gen, args.base_lr_gen, args.stage1_share) == (1500, 0.02, 0.3)
 
 
@@ -53,7 +70,7 @@ def test_bad_stage2_settings_are_usage_errors_before_any_work(
     tmp_path: Path, capsys, flag: str, value: str, message: str
 ) -> None:
     """A stage-2 weight the GAN would reject fails at start-up, not after the stage-1 minutes."""
-    args = [*contract_args(tmp_path, tmp_path, tmp_path / "out"), flag, value]
+    args = [*contract_args(WAVS, WAVS, tmp_path / "out"), flag, value]
     with pytest.raises(SystemExit) as exit_info:
         learning.main(args)
     assert exit_info.value.code == 2
@@ -64,7 +81,7 @@ def test_bad_stage2_settings_are_usage_errors_before_any_work(
 
 
 def test_bad_stage1_settings_are_usage_errors_unless_stage1_is_skipped(tmp_path: Path, capsys) -> None:
-    args = [*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--lr-batches", "0"]
+    args = [*contract_args(WAVS, WAVS, tmp_path / "out"), "--lr-batches", "0"]
     with pytest.raises(SystemExit) as exit_info:
         learning.main(args)
     assert exit_info.value.code == 2
@@ -88,7 +105,7 @@ def test_bad_stage1_settings_are_usage_errors_unless_stage1_is_skipped(tmp_path:
     ],
 )
 def test_bad_benchmark_settings_are_usage_errors(tmp_path: Path, capsys, flag: str, value: str, message: str):
-    argv = [*contract_args(tmp_path, tmp_path, tmp_path / "out"), flag, value]  # the last --minutes counts
+    argv = [*contract_args(WAVS, WAVS, tmp_path / "out"), flag, value]  # the last --minutes counts
     with pytest.raises(SystemExit) as exit_info:
         learning.parse_args(argv)
     assert exit_info.value.code == 2
@@ -98,7 +115,7 @@ def test_bad_benchmark_settings_are_usage_errors(tmp_path: Path, capsys, flag: s
 def test_a_stage1_checkpoint_needs_a_stage2_share(tmp_path: Path, capsys) -> None:
     checkpoint = tmp_path / "stage1.pt"
     checkpoint.write_bytes(b"")
-    argv = [*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--stage1-checkpoint", str(checkpoint)]
+    argv = [*contract_args(WAVS, WAVS, tmp_path / "out"), "--stage1-checkpoint", str(checkpoint)]
     with pytest.raises(SystemExit):
         learning.parse_args([*argv, "--stage1-share", "1"])
     assert "would train neither stage" in capsys.readouterr().err
@@ -107,7 +124,7 @@ def test_a_stage1_checkpoint_needs_a_stage2_share(tmp_path: Path, capsys) -> Non
 @pytest.mark.parametrize("share", ["-0.1", "1.5", "nan"])
 def test_stage1_share_must_be_a_fraction(tmp_path: Path, capsys, share: str) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        learning.parse_args([*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--stage1-share", share])
+        learning.parse_args([*contract_args(WAVS, WAVS, tmp_path / "out"), "--stage1-share", share])
     assert exit_info.value.code == 2
     assert "--stage1-share must be between 0 and 1" in capsys.readouterr().err
 
@@ -126,10 +143,10 @@ def test_mean_metrics_ignores_nan_and_keeps_all_nan_silently() -> None:
 
 def test_batch_must_split_over_processes(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        learning.parse_args([*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--processes", "3"])
+        learning.parse_args([*contract_args(WAVS, WAVS, tmp_path / "out"), "--processes", "3"])
     assert exit_info.value.code == 2
     assert "must split evenly" in capsys.readouterr().err
-    args = learning.parse_args([*contract_args(tmp_path, tmp_path, tmp_path / "out"), "--processes", "2"])
+    args = learning.parse_args([*contract_args(WAVS, WAVS, tmp_path / "out"), "--processes", "2"])
     assert (args.processes, args.threads) == (2, max(1, learning.usable_cores() // 2))
 
 
@@ -140,10 +157,9 @@ def strict_json(name: str) -> None:
 @pytest.mark.slow
 def test_two_process_run_writes_the_contract_files(tmp_path: Path) -> None:
     """Both stages on 2 DDP processes (batch 2 each): rank 0's clock, evaluations, averages and files."""
-    wavs = REPO / "test_data" / "wav"
     out = tmp_path / "out"
     argv = [
-        "--train-dir", str(wavs), "--heldout-dir", str(wavs), "--minutes", "0.2", "--out", str(out),
+        "--train-dir", str(WAVS), "--heldout-dir", str(WAVS), "--minutes", "0.2", "--out", str(out),
         "--stage1-share", "0.5", "--eval-every", "0.05", "--processes", "2", "--threads", "1",
         "--batch-size", "4", "--pitch", "0", "--model-name", str(PARITY / "tiny_24k_config.json"),
         "--phase-loss-n-ffts", "256,512",
