@@ -239,12 +239,8 @@ def check_stage_settings(p: argparse.ArgumentParser, args: argparse.Namespace) -
             parsed = parser.parse_args(flags)
             common_options(parsed)
             build(parsed)
-        except argparse.ArgumentError as e:
+        except (argparse.ArgumentError, ValueError) as e:
             p.error(f"{name} settings: {e}")
-        except SystemExit as e:  # the options' ValueError, turned into SystemExit(message)
-            if not isinstance(e.code, str):
-                raise
-            p.error(f"{name} settings: {e.code}")
 
 
 def usable_cores() -> int:

@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--exp-dir", type=Path, default=Path("exp/training_speed"))
     args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.steps < 1 or not args.duration > 0:
+        parser.error("--batch-size and --steps must be >= 1 and --duration > 0")
     for stage in args.stage:
         for dtype in args.dtype:
             row = measure_with_fallback(

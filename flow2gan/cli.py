@@ -144,7 +144,7 @@ def add_dataclass_arguments(
 def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
     """Build ``cls`` (nested dataclasses included) from parsed arguments.
 
-    A ``ValueError`` of the dataclass's own checks becomes ``SystemExit`` with its message.
+    Raises the dataclass's own ``ValueError`` for an invalid value (its message names the flag).
     """
     hints = typing.get_type_hints(cls)
     values = {}
@@ -154,10 +154,7 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace) -> T:
             values[field.name] = dataclass_from_args(annotation, args)
         else:
             values[field.name] = getattr(args, field.name)
-    try:
-        return cls(**values)
-    except ValueError as exc:
-        raise SystemExit(str(exc)) from exc
+    return cls(**values)
 
 
 def check_bounds(obj: Any) -> None:

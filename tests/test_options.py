@@ -95,7 +95,7 @@ def test_reference_value_spellings():
     ],
 )
 def test_invalid_values_exit_with_the_flag_name(flags, message):
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(ValueError, match=message):
         common_options(pretrain_parser().parse_args([*DATA, *flags]))
 
 
@@ -113,7 +113,7 @@ def test_invalid_values_exit_with_the_flag_name(flags, message):
 def test_learning_rates_and_decay_constants_must_be_positive(make, build, flag, value):
     """A zero decay constant would divide by zero at the first step; a bad LR would fail deep in setup."""
     message = re.escape(f"{flag} must be a finite number > 0, got {float(value)}")
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(ValueError, match=message):
         build(make().parse_args([*DATA, flag, value]))
 
 
@@ -196,12 +196,12 @@ def test_a_bad_json_config_is_named(tmp_path, content, message):
 
 @pytest.mark.parametrize("steps", ["0", "2,-1"])
 def test_save_infer_steps_must_be_step_counts(steps):
-    with pytest.raises(SystemExit, match="--save-infer-steps takes Euler step counts >= 1"):
+    with pytest.raises(ValueError, match="--save-infer-steps takes Euler step counts >= 1"):
         flow_matching_options(pretrain_parser().parse_args([*DATA, "--save-infer-steps", steps]))
 
 
 def test_loss_weight_errors_name_the_flag():
-    with pytest.raises(SystemExit, match="--phase-loss-scale must be a finite number >= 0, got -1.0"):
+    with pytest.raises(ValueError, match="--phase-loss-scale must be a finite number >= 0, got -1.0"):
         gan_options(finetune_parser().parse_args([*DATA, "--phase-loss-scale", "-1"]))
 
 

@@ -198,10 +198,6 @@ def parse_options(
     try:
         opts, stage = common_options(args), stage_options(args)
         check_inputs(opts, stage)
-    except SystemExit as exc:  # dataclass_from_args: SystemExit(message)
-        if not isinstance(exc.code, str):
-            raise
-        parser.error(exc.code)
     except ValueError as exc:
         parser.error(str(exc))
     return opts, stage
@@ -244,7 +240,7 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
 
 
 def common_options(args: argparse.Namespace) -> TrainOptions:
-    """The shared options from parsed arguments; invalid values exit with a message."""
+    """The shared options from parsed arguments; ``ValueError`` naming the flag for an invalid value."""
     return dataclass_from_args(TrainOptions, args)
 
 
