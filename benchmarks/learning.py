@@ -67,7 +67,7 @@ from flow2gan.features import mel_frontend
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training import distributed
 from flow2gan.training.averaging import average_checkpoints_with_averaged_model
-from flow2gan.training.condition import load_tokenizer, make_generator
+from flow2gan.training.condition import check_codec, load_tokenizer, make_generator
 from flow2gan.training.data import set_loader_epoch
 from flow2gan.training.loop import Trainer, fix_random_seed
 from flow2gan.training.options import (
@@ -202,7 +202,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.batch_size % args.processes:
         p.error(f"--batch-size {args.batch_size} must split evenly over --processes {args.processes}")
     args.threads = args.threads or max(1, usable_cores() // args.processes)
-    positive = {"--minutes": args.minutes, "--pitch-seconds": args.pitch_seconds}
+    try:
+        check_codec(get_generator_config(args.model_name), args.codec)
+    except (OSError, ValueError) as e:
+        p.error(f"--model-name / --codec: {e}")
+    positive = {
+        "--minutes": args.minutes,
+        "--pitch-seconds": args.pitch_seconds,
+        "--bandwidth": args.bandwidth,
+    }
     if args.eval_every is not None:
         positive["--eval-every"] = args.eval_every
     for flag, value in positive.items():

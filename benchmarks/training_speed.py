@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import statistics
 import sys
@@ -155,8 +156,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--exp-dir", type=Path, default=Path("exp/training_speed"))
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.steps < 1 or not args.duration > 0:
-        parser.error("--batch-size and --steps must be >= 1 and --duration > 0")
+    for flag, value in (("--batch-size", args.batch_size), ("--steps", args.steps)):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    if not (math.isfinite(args.duration) and args.duration > 0):
+        parser.error(f"--duration must be a finite number > 0, got {args.duration}")
     for stage in args.stage:
         for dtype in args.dtype:
             row = measure_with_fallback(

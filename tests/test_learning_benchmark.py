@@ -102,6 +102,9 @@ def test_bad_stage1_settings_are_usage_errors_unless_stage1_is_skipped(tmp_path:
         ("--threads", "-3", "--threads must be >= 1"),
         ("--pitch", "7", "--pitch takes 0 or 1, got 7"),
         ("--mrd-loss-scale", "-1", "--mrd-loss-scale must be a finite number >= 0, got -1.0"),
+        ("--bandwidth", "nan", "--bandwidth must be a finite number > 0, got nan"),
+        ("--model-name", "nosuch", "--model-name / --codec: unknown model name 'nosuch'"),
+        ("--codec", "some/codec", "--codec some/codec is only for token-conditioned models"),
     ],
 )
 def test_bad_benchmark_settings_are_usage_errors(tmp_path: Path, capsys, flag: str, value: str, message: str):

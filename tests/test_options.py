@@ -179,8 +179,30 @@ def test_input_checks_follow_the_resume_point(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="--start-epoch: cannot resume at epoch 3: exp/epoch-2.pt does not"):
         check("--start-epoch", "3")
     (tmp_path / "file").touch()
-    with pytest.raises(ValueError, match="--exp-dir: 'file' is not a folder"):
-        check("--exp-dir", "file")
+    for exp_dir in ("file", "file/sub"):
+        with pytest.raises(ValueError, match=f"--exp-dir: '{exp_dir}' is not a folder or is inside a file"):
+            check("--exp-dir", exp_dir)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--train-dls-weights", "1,2,3"], "--train-dls-weights: 3 weights for 2 training loaders"),
+        (["--device", "foo"], "--device: "),
+        (
+            ["--codec", "facebook/encodec_24khz"],
+            "--codec facebook/encodec_24khz is only for token-conditioned",
+        ),
+        (["--model-name", "encodec_24k_small"], "a token-conditioned model needs --codec"),
+    ],
+)
+def test_input_checks_cover_loader_weights_device_and_codec(tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.jsonl.gz", "b.jsonl.gz", "v.jsonl.gz"):
+        (tmp_path / name).touch()
+    args = pretrain_parser().parse_args([*DATA, *extra])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_inputs(common_options(args), flow_matching_options(args))
 
 
 @pytest.mark.parametrize(

@@ -63,13 +63,17 @@ def test_pretrain_finetune_and_get_model(manifest, codec_dir, tmp_path):
         infer.main(flags)
 
 
-def test_codec_option_errors(manifest, codec_dir, tmp_path):
-    with pytest.raises(ValueError, match="needs --codec"):
-        pretrain.main(args_for(manifest, tmp_path, 1, codec_dir)[:-2])
+def test_codec_option_errors(manifest, codec_dir, tmp_path, capsys):
+    """A token model without --codec, or a mel model with one, is a usage error before any work."""
     mel_args = args_for(manifest, tmp_path, 1, codec_dir)
     mel_args[mel_args.index(MODEL)] = "mel_24k_small"
-    with pytest.raises(ValueError, match="only for token-conditioned models"):
-        pretrain.main(mel_args)
+    for args, message in (
+        (args_for(manifest, tmp_path, 1, codec_dir)[:-2], "needs --codec"),
+        (mel_args, "only for token-conditioned models"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            pretrain.main(args)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_codec_condition_draws_bandwidths_and_checks_codebooks(codec_dir):

@@ -15,7 +15,7 @@ import functools
 import logging
 
 from flow2gan.codec import EncodecTokenizer
-from flow2gan.config import GeneratorConfig
+from flow2gan.config import GeneratorConfig, TokenGeneratorConfig
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import TokenAudioGenerator, build_generator
 
@@ -28,19 +28,24 @@ def load_tokenizer(source: str) -> EncodecTokenizer:
     return EncodecTokenizer(source)
 
 
+def check_codec(config: GeneratorConfig, codec: str | None) -> None:
+    """``ValueError`` when a token model's ``config`` has no ``codec`` or a mel model's has one."""
+    if isinstance(config, TokenGeneratorConfig) and codec is None:
+        raise ValueError(
+            "a token-conditioned model needs --codec (a hub name such as facebook/encodec_24khz, "
+            "or a folder written by EncodecModel.save_pretrained)"
+        )
+    if not isinstance(config, TokenGeneratorConfig) and codec is not None:
+        raise ValueError(f"--codec {codec} is only for token-conditioned models (encodec_24k_*)")
+
+
 def make_generator(config: GeneratorConfig, codec: str | None) -> MelAudioGenerator:
     """The generator to train; a token model gets its code vectors from ``codec``.
 
     Raises ``ValueError`` when a token model has no ``codec`` or a mel model has one.
     """
+    check_codec(config, codec)
     generator = build_generator(config)
     if isinstance(generator, TokenAudioGenerator):
-        if codec is None:
-            raise ValueError(
-                "a token-conditioned model needs --codec (a hub name such as facebook/encodec_24khz, "
-                "or a folder written by EncodecModel.save_pretrained)"
-            )
         generator.code_embedding.load_codebooks(load_tokenizer(codec).codebooks())
-    elif codec is not None:
-        raise ValueError(f"--codec {codec} is only for token-conditioned models (encodec_24k_*)")
     return generator

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from flow2gan.cli import DefaultsHelpFormatter, add_dataclass_arguments, check_bounds, dataclass_from_args
 from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
+from flow2gan.training.condition import check_codec
 from flow2gan.training.experiment import resume_points
 
 T = TypeVar("T")
@@ -206,11 +209,12 @@ def parse_options(
 def check_inputs(opts: TrainOptions, stage: object) -> None:
     """Check what the options name before any work: input files and folders, the resume point, the config.
 
+    Also the codec pairing, the count of ``--train-dls-weights`` and ``--device``.
     ``--generator-model-path`` is checked only when the run will start fresh (no checkpoint to resume
     from), the only time it is read. Raises ``ValueError`` naming the flag.
     """
-    if opts.exp_dir.exists() and not opts.exp_dir.is_dir():
-        raise ValueError(f"--exp-dir: '{opts.exp_dir}' is not a folder")
+    if any(p.exists() and not p.is_dir() for p in (opts.exp_dir, *opts.exp_dir.parents)):
+        raise ValueError(f"--exp-dir: '{opts.exp_dir}' is not a folder or is inside a file")
     try:
         fresh_start = not resume_points(opts.exp_dir, opts.resume, opts.start_epoch)
     except FileNotFoundError as exc:
@@ -234,9 +238,23 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
                 f"--train-shar: '{path}' " + ("is not a folder" if path.exists() else "does not exist")
             )
     try:
-        get_generator_config(opts.model_name)
+        config = get_generator_config(opts.model_name)
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"--model-name: {exc}") from exc
+    check_codec(config, opts.codec)
+    n_loaders = len(opts.train_recordings) + len(opts.train_shar)
+    if opts.train_dls_weights is not None and len(opts.train_dls_weights) != n_loaders:
+        raise ValueError(
+            f"--train-dls-weights: {len(opts.train_dls_weights)} weights for {n_loaders} training "
+            "loaders (--train-recordings, then --train-shar)"
+        )
+    if opts.device is not None:
+        try:
+            device = torch.device(opts.device)
+        except RuntimeError as exc:
+            raise ValueError(f"--device: {exc}") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {opts.device}: CUDA is not available here")
 
 
 def common_options(args: argparse.Namespace) -> TrainOptions:
