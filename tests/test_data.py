@@ -270,7 +270,7 @@ def test_mixer_ends_when_drawn_loader_exhausted() -> None:
 def test_mixer_weights() -> None:
     only_b = WeightedLoaderMixer([_ListLoader("a", 5), _ListLoader("b", 3)], [0.0, 1.0])
     assert list(only_b) == [(1, "b0"), (1, "b1"), (1, "b2")]
-    with pytest.raises(ValueError, match="2 train manifests"):
+    with pytest.raises(ValueError, match="3 weights for 2 training loaders"):
         WeightedLoaderMixer([_ListLoader("a", 1), _ListLoader("b", 1)], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="lengths must match"):
         make_train_loaders(["x.jsonl.gz"], [1.0, 1.0], SR, 2, 0)

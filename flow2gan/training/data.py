@@ -270,7 +270,7 @@ def check_loader_weights(weights: Sequence[float] | None, num_loaders: int) -> l
         return [1.0] * num_loaders
     if len(weights) != num_loaders:
         raise ValueError(
-            f"got {len(weights)} loader weights for {num_loaders} train manifests (+ Shar dirs); "
+            f"{len(weights)} weights for {num_loaders} training loaders (train manifests, then Shar dirs); "
             "lengths must match"
         )
     if any(w < 0 for w in weights) or sum(weights) <= 0:

@@ -21,6 +21,7 @@ from flow2gan.cli import DefaultsHelpFormatter, add_dataclass_arguments, check_b
 from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 from flow2gan.training.condition import check_codec
+from flow2gan.training.data import check_loader_weights
 from flow2gan.training.experiment import resume_points
 
 T = TypeVar("T")
@@ -242,12 +243,10 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"--model-name: {exc}") from exc
     check_codec(config, opts.codec)
-    n_loaders = len(opts.train_recordings) + len(opts.train_shar)
-    if opts.train_dls_weights is not None and len(opts.train_dls_weights) != n_loaders:
-        raise ValueError(
-            f"--train-dls-weights: {len(opts.train_dls_weights)} weights for {n_loaders} training "
-            "loaders (--train-recordings, then --train-shar)"
-        )
+    try:
+        check_loader_weights(opts.train_dls_weights, len(opts.train_recordings) + len(opts.train_shar))
+    except ValueError as exc:
+        raise ValueError(f"--train-dls-weights: {exc}") from exc
     if opts.device is not None:
         try:
             device = torch.device(opts.device)
