@@ -215,7 +215,7 @@ def get_generator_config(name: str) -> GeneratorConfig:
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
             return config_from_dict(json.loads(path.read_text()))
-        except ValueError as exc:  # JSON syntax, encoding or an invalid config
+        except (KeyError, TypeError, ValueError) as exc:  # JSON syntax, encoding, a field of a bad type
             raise ValueError(f"config file {path}: {exc}") from exc
     raise ValueError(f"unknown model name {name!r}; registered: {sorted(CONFIGS)} (or pass a JSON file path)")
 

@@ -207,7 +207,11 @@ def test_input_checks_cover_loader_weights_device_and_codec(tmp_path, monkeypatc
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [("[1, 2]", "a config is a JSON object of fields, got list"), ("{", "Expecting property name")],
+    [
+        ("[1, 2]", "a config is a JSON object of fields, got list"),
+        ("{", "Expecting property name"),
+        ('{"mel_hop_length": "256"}', ""),  # a field of the wrong type fails in the config's own checks
+    ],
 )
 def test_a_bad_json_config_is_named(tmp_path, content, message):
     config = tmp_path / "cfg.json"

@@ -240,7 +240,7 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
             )
     try:
         config = get_generator_config(opts.model_name)
-    except (OSError, KeyError, TypeError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise ValueError(f"--model-name: {exc}") from exc
     check_codec(config, opts.codec)
     try:
