@@ -62,6 +62,7 @@ from tqdm import tqdm
 
 from flow2gan import runtime
 from flow2gan.bin.prepare_manifests import AUDIO_SUFFIXES, repeat_recordings, scan_recordings
+from flow2gan.cli import DefaultsHelpFormatter
 from flow2gan.config import get_generator_config
 from flow2gan.features import mel_frontend
 from flow2gan.models.token_generator import audio_front_end
@@ -71,6 +72,8 @@ from flow2gan.training.condition import check_codec, load_tokenizer, make_genera
 from flow2gan.training.data import set_loader_epoch
 from flow2gan.training.loop import Trainer, fix_random_seed
 from flow2gan.training.options import (
+    GANOptions,
+    check_crop_length,
     common_options,
     finetune_parser,
     flow_matching_options,
@@ -83,34 +86,59 @@ from flow2gan.weights import load_checkpoint, save_atomic
 logger = logging.getLogger("learning")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """The module docstring as written, and each flag's default."""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Benchmark flags (contract flags first)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--train-dir", type=Path, required=True, help="audio folder to train on")
-    p.add_argument("--heldout-dir", type=Path, action="append", required=True, help="repeatable")
+    p.add_argument(
+        "--heldout-dir",
+        type=Path,
+        action="append",
+        required=True,
+        help="audio folder to score (repeatable; the first one's means are the results' points)",
+    )
     p.add_argument("--minutes", type=float, required=True, help="total training minutes (both stages)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--out", type=Path, required=True, help="output folder (results.json, curve.png, checkpoints, ...)"
+    )
     p.add_argument("--stage1-share", type=float, default=0.3, help="fraction of --minutes for stage 1")
-    p.add_argument("--eval-every", type=float, default=None, help="training minutes between evaluations")
-    p.add_argument("--model-name", default="mel_24k_small_envelope")
-    p.add_argument("--gan-name", default="gan_small_multi_scale_mel_recon")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--eval-every",
+        type=float,
+        default=None,
+        help="training minutes between evaluations (default: --minutes / 8, at least 0.5)",
+    )
+    p.add_argument(
+        "--model-name", default="mel_24k_small_envelope", help="generator config name or JSON file"
+    )
+    p.add_argument(
+        "--gan-name",
+        default="gan_small_multi_scale_mel_recon",
+        help="stage-2 discriminators and loss weights",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="crops per batch, all processes together")
     p.add_argument("--duration", type=float, default=0.5, help="training crop length in seconds")
     p.add_argument("--base-lr", type=float, default=0.035, help="stage-1 peak LR (ScaledAdam)")
-    p.add_argument("--lr-batches", type=float, default=7500)
-    p.add_argument("--warmup-batches", type=float, default=100)
+    p.add_argument("--lr-batches", type=float, default=7500, help="stage-1 Eden2 LR decay constant")
+    p.add_argument("--warmup-batches", type=float, default=100, help="stage-1 LR warm-up batches")
     p.add_argument("--avg-fraction", type=float, default=0.5, help="share of each stage that is averaged")
-    p.add_argument("--average-period", type=int, default=10)
+    p.add_argument("--average-period", type=int, default=10, help="batches between model_avg updates")
     p.add_argument("--n-timesteps", type=int, default=4, help="steps of the stage-2 generator")
-    p.add_argument("--base-lr-gen", type=float, default=0.02)
-    p.add_argument("--base-lr-disc", type=float, default=0.02)
+    p.add_argument("--base-lr-gen", type=float, default=0.02, help="stage-2 generator peak LR")
+    p.add_argument("--base-lr-disc", type=float, default=0.02, help="stage-2 discriminator peak LR")
     p.add_argument(
         "--lr-batches-gen",
         type=float,
         default=1500,
         help="stage-2 Eden2 LR decay constant (1500 beat 5000 at 28 and 60 min, benchmarks/README.md)",
     )
-    p.add_argument("--gen-start-batch-idx", type=int, default=0)
+    p.add_argument(
+        "--gen-start-batch-idx", type=int, default=0, help="GAN phase: discriminator-only batches first"
+    )
     p.add_argument(
         "--mel-only-batches",
         type=int,
@@ -118,7 +146,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stage-2 batches without discriminators (reconstruction losses only) before the GAN phase "
         "(default: all of stage 2)",
     )
-    p.add_argument("--mel-recon-loss-scale", type=float, default=45.0)
+    p.add_argument(
+        "--mel-recon-loss-scale", type=float, default=45.0, help="stage-2 multi-scale mel L1 weight"
+    )
     p.add_argument(
         "--stage1-checkpoint",
         type=Path,
@@ -181,10 +211,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pitch", type=int, default=1, help="0: skip CREPE (V/UV F1, periodicity = NaN)")
     p.add_argument("--pitch-model", default="tiny", choices=["tiny", "full"], help="CREPE model size")
     p.add_argument("--pitch-seconds", type=float, default=3.0, help="CREPE on the first s of each file")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="random seed of both stages' training")
     p.add_argument("--codec", default=None, help="token models: EnCodec hub name or local folder")
     p.add_argument("--bandwidth", type=float, default=6.0, help="token models: kbps of the evaluation")
     args = p.parse_args(argv)
+    if any(p.exists() and not p.is_dir() for p in (args.out, *args.out.parents)):
+        p.error(f"--out {args.out} is not a folder or is inside a file")
     for folder in (args.train_dir, *args.heldout_dir):
         if not folder.is_dir():
             p.error(f"{folder} is not a folder")
@@ -245,8 +277,10 @@ def check_stage_settings(p: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.exit_on_error = False  # a bad value raises ArgumentError instead of exiting
         try:
             parsed = parser.parse_args(flags)
-            common_options(parsed)
-            build(parsed)
+            common = common_options(parsed)
+            stage = build(parsed)
+            if isinstance(stage, GANOptions):
+                check_crop_length(common, stage, get_generator_config(args.model_name).sampling_rate)
         except (argparse.ArgumentError, ValueError) as e:
             p.error(f"{name} settings: {e}")
 

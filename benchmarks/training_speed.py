@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from flow2gan.config import get_generator_config
+from flow2gan.models.gan import GAN_CONFIGS
 from flow2gan.training import distributed
 from flow2gan.training.loop import Trainer
 from flow2gan.training.options import (
@@ -151,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--duration", type=float, default=1.5)
     parser.add_argument("--model-name", default="mel_24k_base")
-    parser.add_argument("--gan-name", default="gan_multi_scale_mel_recon")
+    parser.add_argument("--gan-name", default="gan_multi_scale_mel_recon", choices=sorted(GAN_CONFIGS))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--exp-dir", type=Path, default=Path("exp/training_speed"))
@@ -161,6 +163,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{flag} must be >= 1, got {value}")
     if not (math.isfinite(args.duration) and args.duration > 0):
         parser.error(f"--duration must be a finite number > 0, got {args.duration}")
+    try:
+        get_generator_config(args.model_name)
+    except (OSError, ValueError) as e:
+        parser.error(f"--model-name: {e}")
     for stage in args.stage:
         for dtype in args.dtype:
             row = measure_with_fallback(

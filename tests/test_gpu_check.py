@@ -79,3 +79,25 @@ def test_training_batch_falls_back_on_out_of_memory(monkeypatch):
     monkeypatch.setattr(training_speed, "measure", always_out_of_memory)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         training_speed.measure_with_fallback("pretrain", 4, "fp32", "cpu")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--duration", "inf"], "--duration must be a finite number > 0, got inf"),
+        (["--gan-name", "nosuchgan"], "argument --gan-name: invalid choice: 'nosuchgan'"),
+        (["--model-name", "nosuchmodel"], "--model-name: unknown model name 'nosuchmodel'"),
+    ],
+)
+def test_training_speed_rejects_bad_flags_before_measuring(monkeypatch, capsys, flags, message):
+    """A bad flag of any stage is a usage error before the first (possibly long) measurement."""
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured despite a bad flag")
+
+    monkeypatch.setattr(training_speed, "measure_with_fallback", never)
+    with pytest.raises(SystemExit) as exit_info:
+        training_speed.main(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

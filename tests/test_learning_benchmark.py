@@ -32,6 +32,12 @@ def test_missing_folders_are_usage_errors_before_any_work(tmp_path: Path, capsys
         assert exit_info.value.code == 2
         assert "is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+    (tmp_path / "file").touch()
+    for out in ("file", "file/out"):
+        with pytest.raises(SystemExit) as exit_info:
+            learning.main(contract_args(WAVS, WAVS, tmp_path / out))
+        assert exit_info.value.code == 2
+        assert "is not a folder or is inside a file" in capsys.readouterr().err
 
 
 def test_folders_without_audio_are_usage_errors_before_any_work(tmp_path: Path, capsys) -> None:
@@ -62,6 +68,12 @@ def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
         ("--mel-recon-loss-scale", "-2", "--mel-recon-loss-scale must be a finite number >= 0"),
         ("--stft-loss-scale", "inf", "--stft-loss-scale must be a finite number >= 0"),
         ("--phase-loss-n-ffts", "512,abc", "argument --phase-loss-n-ffts: invalid comma-separated int value"),
+        (
+            "--phase-loss-n-ffts",
+            "512,100000",
+            "--phase-loss-n-ffts: the loss's 100000-sample analysis frames need crops of more than 50000 "
+            "samples; --duration 0.5 gives 12000",
+        ),
         ("--gan-name", "nosuchgan", "argument --gan-name: invalid choice: 'nosuchgan'"),
         ("--base-lr-gen", "0", "--base-lr-gen must be a finite number > 0"),
     ],

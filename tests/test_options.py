@@ -5,10 +5,12 @@ import re
 from pathlib import Path
 
 import pytest
+from lhotse import AudioSource, Recording, RecordingSet
 
 from flow2gan.bin import evaluate, finetune, pretrain, save_averaged_model, stream
 from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GANLossScales
+from flow2gan.training.data import check_manifest
 from flow2gan.training.options import (
     check_inputs,
     common_options,
@@ -19,6 +21,16 @@ from flow2gan.training.options import (
 )
 
 DATA = ["--train-recordings", "a.jsonl.gz,b.jsonl.gz", "--valid-recordings", "v.jsonl.gz"]
+
+
+def write_manifests(folder: Path) -> None:
+    """The manifests DATA names, each with one (never read) recording."""
+    source = AudioSource(type="file", channels=[0], source="x.wav")
+    recording = Recording("x", [source], sampling_rate=24000, num_samples=24000, duration=1.0)
+    for name in ("a.jsonl.gz", "b.jsonl.gz", "v.jsonl.gz"):
+        RecordingSet.from_recordings([recording]).to_file(folder / name)
+
+
 COMMON = {
     "world_size": 1,
     "master_port": 12354,
@@ -142,6 +154,11 @@ def test_training_clis_exit_with_usage_errors_for_bad_values(main, flag, tmp_pat
         (finetune.main, ["--generator-model-path", "g.pt"], "--generator-model-path: 'g.pt' does not exist"),
         (pretrain.main, ["--model-name", "nosuchmodel"], "--model-name: unknown model name 'nosuchmodel'"),
         (finetune.main, ["--model-name", "cfg.json"], "--model-name: config file cfg.json does not exist"),
+        (
+            pretrain.main,
+            ["--seed", "1"],
+            "--train-recordings: 'a.jsonl.gz' is empty or not a RecordingSet manifest",
+        ),
     ],
 )
 def test_training_clis_check_their_inputs_before_writing(main, extra, message, tmp_path, capsys, monkeypatch):
@@ -160,8 +177,7 @@ def test_training_clis_check_their_inputs_before_writing(main, extra, message, t
 def test_input_checks_follow_the_resume_point(tmp_path, monkeypatch):
     """The stage-1 model is needed only when nothing is resumed; a resume point must exist."""
     monkeypatch.chdir(tmp_path)
-    for name in ("a.jsonl.gz", "b.jsonl.gz", "v.jsonl.gz"):
-        (tmp_path / name).touch()
+    write_manifests(tmp_path)
     parse = finetune_parser().parse_args
     flags = [*DATA, "--generator-model-path", "gone.pt", "--model-name", "mel_24k_small", "--exp-dir", "exp"]
 
@@ -203,6 +219,24 @@ def test_input_checks_cover_loader_weights_device_and_codec(tmp_path, monkeypatc
     args = pretrain_parser().parse_args([*DATA, *extra])
     with pytest.raises(ValueError, match=re.escape(message)):
         check_inputs(common_options(args), flow_matching_options(args))
+
+
+def test_stage2_crops_must_be_longer_than_half_the_losses_frames(tmp_path, monkeypatch):
+    """The check mirrors the losses' own: a crop of exactly half a frame fails, one sample more passes."""
+    monkeypatch.chdir(tmp_path)
+    write_manifests(tmp_path)
+    base = [*DATA, "--periodicity-loss-scale", "1", "--phase-loss-scale", "1", "--phase-loss-n-ffts", "512"]
+
+    def check(duration: str, *extra: str) -> None:
+        args = finetune_parser().parse_args([*base, "--duration", duration, *extra])
+        check_inputs(common_options(args), gan_options(args))
+
+    check(str(961 / 24000))  # the periodicity loss's 960-sample (40 ms) window needs more than 960 samples
+    with pytest.raises(ValueError, match="--periodicity-loss-scale: the loss's 1920-sample analysis frames"):
+        check("0.04")
+    check("0.04", "--periodicity-loss-scale", "0")  # an unused loss does not count
+    with pytest.raises(ValueError, match="--phase-loss-n-ffts: the loss's 4096-sample analysis frames"):
+        check(str(961 / 24000), "--phase-loss-n-ffts", "512,4096")
 
 
 @pytest.mark.parametrize(
@@ -264,3 +298,14 @@ def test_help_states_each_default_once(make):
         and not re.search(r"\(default[^)]*\) \(default", text)
     )
     assert "(default: " in text  # the ones that have a value are still shown
+
+
+def test_check_manifest_reads_the_first_record(tmp_path):
+    write_manifests(tmp_path)
+    check_manifest(tmp_path / "a.jsonl.gz")
+    (tmp_path / "empty.jsonl.gz").touch()
+    (tmp_path / "text.jsonl").write_text("not json\n")
+    (tmp_path / "cut.jsonl").write_text('{"id": "c", "start": 0, "duration": 1, "channel": 0}\n')
+    for name in ("empty.jsonl.gz", "text.jsonl", "cut.jsonl"):
+        with pytest.raises(ValueError, match=f"'{tmp_path / name}' is"):
+            check_manifest(tmp_path / name)

@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames-per-push", type=int, default=1, help="mel frames per push")
     parser.add_argument("--seed", type=int, default=0, help="start-noise seed")
     parser.add_argument("--clamp-pred", type=str2bool, default=True, help="clamp the output to [-1, 1]")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device such as cpu or cuda:0 (default: cuda if available, else cpu)",
+    )
     return parser
 
 

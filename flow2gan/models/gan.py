@@ -24,7 +24,9 @@ from flow2gan.models.discriminators import (
 )
 from flow2gan.models.spectral_losses import (
     PERIODICITY_PEAK_WEIGHT,
+    PERIODICITY_WINDOW_S,
     PHASE_LOSS_N_FFTS,
+    STFT_LOSS_N_FFTS,
     periodicity_loss,
     phase_derivative_loss,
     stft_magnitude_loss,
@@ -156,6 +158,22 @@ class GANLossScales:
         object.__setattr__(self, "phase_loss_n_ffts", tuple(int(n) for n in self.phase_loss_n_ffts))
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
             raise ValueError(f"--phase-loss-n-ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
+
+    def analysis_frames(self, sampling_rate: int) -> dict[str, int]:
+        """Longest analysis frame (samples) of each enabled flow2gan loss, by the flag that enables it.
+
+        A crop must be longer than half of it (:mod:`flow2gan.models.spectral_losses` raises
+        ``ValueError`` otherwise); the periodicity loss's frame counts twice, as it does there.
+        """
+        frames = {
+            "--phase-loss-n-ffts": (self.phase_loss_scale, max(self.phase_loss_n_ffts)),
+            "--stft-loss-scale": (self.stft_loss_scale, max(STFT_LOSS_N_FFTS)),
+            "--periodicity-loss-scale": (
+                self.periodicity_loss_scale,
+                2 * round(PERIODICITY_WINDOW_S * sampling_rate),
+            ),
+        }
+        return {flag: frame for flag, (scale, frame) in frames.items() if scale > 0}
 
     def trains(self, key: str) -> bool:
         """Whether discriminator ``key`` ("mp" = MPD, "mr" = MRD) has a hinge loss in loss_d."""

@@ -50,9 +50,29 @@ class AudioItem(NamedTuple):
     name: str
 
 
+def check_manifest(path: str | Path) -> None:
+    """``ValueError`` unless ``path`` is a RecordingSet manifest whose first recording can be read.
+
+    Reads one line (lhotse's lazy reader), so an empty, corrupt or wrong-kind file fails before any work.
+    """
+    try:
+        recordings = RecordingSet.from_file(path)
+        first = next(iter(recordings), None) if recordings is not None else None
+    except Exception as exc:  # lhotse/gzip/json raise many kinds; all mean "not a manifest"
+        raise ValueError(f"'{path}' is not a readable RecordingSet manifest ({exc})") from exc
+    if not isinstance(first, Recording):
+        raise ValueError(f"'{path}' is empty or not a RecordingSet manifest")
+
+
 def load_recordings(path: str, min_duration: float | None = MIN_DURATION) -> RecordingSet:
-    """Eagerly load a RecordingSet manifest, dropping recordings ≤ ``min_duration`` s (None: keep all)."""
-    recordings = RecordingSet.from_file(path).to_eager()
+    """Eagerly load a RecordingSet manifest, dropping recordings ≤ ``min_duration`` s (None: keep all).
+
+    ``ValueError`` for an empty file (lhotse reads it as nothing).
+    """
+    recordings = RecordingSet.from_file(path)
+    if recordings is None:
+        raise ValueError(f"manifest {path} is empty")
+    recordings = recordings.to_eager()
     if min_duration is None:
         return recordings
     kept = [rec for rec in recordings if rec.duration > min_duration]

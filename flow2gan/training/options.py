@@ -21,7 +21,7 @@ from flow2gan.cli import DefaultsHelpFormatter, add_dataclass_arguments, check_b
 from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 from flow2gan.training.condition import check_codec
-from flow2gan.training.data import check_loader_weights
+from flow2gan.training.data import check_loader_weights, check_manifest
 from flow2gan.training.experiment import resume_points
 
 T = TypeVar("T")
@@ -210,7 +210,8 @@ def parse_options(
 def check_inputs(opts: TrainOptions, stage: object) -> None:
     """Check what the options name before any work: input files and folders, the resume point, the config.
 
-    Also the codec pairing, the count of ``--train-dls-weights`` and ``--device``.
+    Also the codec pairing, stage 2's crop against its losses' analysis frames, the count of
+    ``--train-dls-weights``, ``--device`` and, last, the manifests' first records.
     ``--generator-model-path`` is checked only when the run will start fresh (no checkpoint to resume
     from), the only time it is read. Raises ``ValueError`` naming the flag.
     """
@@ -243,6 +244,8 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
     except (OSError, ValueError) as exc:
         raise ValueError(f"--model-name: {exc}") from exc
     check_codec(config, opts.codec)
+    if isinstance(stage, GANOptions):
+        check_crop_length(opts, stage, config.sampling_rate)
     try:
         check_loader_weights(opts.train_dls_weights, len(opts.train_recordings) + len(opts.train_shar))
     except ValueError as exc:
@@ -254,6 +257,23 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
             raise ValueError(f"--device: {exc}") from exc
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {opts.device}: CUDA is not available here")
+    for flag in ("--train-recordings", "--valid-recordings", "--test-recordings"):
+        for path in files[flag]:
+            try:
+                check_manifest(path)
+            except ValueError as exc:
+                raise ValueError(f"{flag}: {exc}") from exc
+
+
+def check_crop_length(opts: TrainOptions, stage: GANOptions, sampling_rate: int) -> None:
+    """``ValueError`` naming the flag when a ``--duration`` crop is too short for an enabled stage-2 loss."""
+    crop = round(opts.duration * sampling_rate)
+    for flag, frame in stage.loss_scales.analysis_frames(sampling_rate).items():
+        if crop <= frame // 2:
+            raise ValueError(
+                f"{flag}: the loss's {frame}-sample analysis frames need crops of more than "
+                f"{frame // 2} samples; --duration {opts.duration} gives {crop}"
+            )
 
 
 def common_options(args: argparse.Namespace) -> TrainOptions:
