@@ -72,7 +72,6 @@ from flow2gan.training.condition import check_codec, load_tokenizer, make_genera
 from flow2gan.training.data import set_loader_epoch
 from flow2gan.training.loop import Trainer, fix_random_seed
 from flow2gan.training.options import (
-    GANOptions,
     check_crop_length,
     common_options,
     finetune_parser,
@@ -118,13 +117,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--gan-name",
         default="gan_small_multi_scale_mel_recon",
-        help="stage-2 discriminators and loss weights",
+        help="stage-2 GAN config (mel-loss resolutions, discriminator widths)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="crops per batch, all processes together")
     p.add_argument("--duration", type=float, default=0.5, help="training crop length in seconds")
     p.add_argument("--base-lr", type=float, default=0.035, help="stage-1 peak LR (ScaledAdam)")
     p.add_argument("--lr-batches", type=float, default=7500, help="stage-1 Eden2 LR decay constant")
-    p.add_argument("--warmup-batches", type=float, default=100, help="stage-1 LR warm-up batches")
+    p.add_argument("--warmup-batches", type=float, default=100, help="LR warm-up batches of each stage")
     p.add_argument("--avg-fraction", type=float, default=0.5, help="share of each stage that is averaged")
     p.add_argument("--average-period", type=int, default=10, help="batches between model_avg updates")
     p.add_argument("--n-timesteps", type=int, default=4, help="steps of the stage-2 generator")
@@ -215,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--codec", default=None, help="token models: EnCodec hub name or local folder")
     p.add_argument("--bandwidth", type=float, default=6.0, help="token models: kbps of the evaluation")
     args = p.parse_args(argv)
-    if any(p.exists() and not p.is_dir() for p in (args.out, *args.out.parents)):
+    if any(path.exists() and not path.is_dir() for path in (args.out, *args.out.parents)):
         p.error(f"--out {args.out} is not a folder or is inside a file")
     for folder in (args.train_dir, *args.heldout_dir):
         if not folder.is_dir():
@@ -277,10 +276,7 @@ def check_stage_settings(p: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.exit_on_error = False  # a bad value raises ArgumentError instead of exiting
         try:
             parsed = parser.parse_args(flags)
-            common = common_options(parsed)
-            stage = build(parsed)
-            if isinstance(stage, GANOptions):
-                check_crop_length(common, stage, get_generator_config(args.model_name).sampling_rate)
+            check_crop_length(common_options(parsed), build(parsed), get_generator_config(args.model_name))
         except (argparse.ArgumentError, ValueError) as e:
             p.error(f"{name} settings: {e}")
 

@@ -25,11 +25,16 @@ from typing import Any
 
 import torch
 
-from flow2gan.config import get_generator_config
+from flow2gan.config import TokenGeneratorConfig, get_generator_config
 from flow2gan.models.gan import GAN_CONFIGS
 from flow2gan.training import distributed
 from flow2gan.training.loop import Trainer
 from flow2gan.training.options import (
+    FlowMatchingOptions,
+    GANOptions,
+    TrainOptions,
+    check_crop_length,
+    check_device,
     common_options,
     finetune_parser,
     flow_matching_options,
@@ -41,7 +46,7 @@ from flow2gan.training.stages import FlowMatchingStage, GANStage
 STAGES = ("pretrain", "finetune")
 
 
-def build_trainer(
+def stage_options(
     stage: str,
     batch: int,
     dtype: str,
@@ -50,8 +55,8 @@ def build_trainer(
     gan_name: str,
     seconds: float,
     exp_dir: Path,
-) -> Trainer:
-    """A single-process Trainer for ``stage`` with the given batch, autocast dtype and model."""
+) -> tuple[TrainOptions, FlowMatchingOptions | GANOptions]:
+    """The training CLI's options for ``stage`` with the given batch, autocast dtype and model."""
     flags = [
         "--exp-dir", str(exp_dir), "--train-recordings", "unused", "--valid-recordings", "unused",
         "--model-name", model_name, "--batch-size", str(batch), "--duration", str(seconds),
@@ -59,13 +64,31 @@ def build_trainer(
     ]  # fmt: skip
     if stage == "pretrain":
         args = pretrain_parser().parse_args(flags)
-        fm = flow_matching_options(args)
-        make_stage = lambda fresh: FlowMatchingStage(opts, fm)  # noqa: E731
+        return common_options(args), flow_matching_options(args)
+    args = finetune_parser().parse_args([*flags, "--gan-name", gan_name, "--gen-start-batch-idx", "0"])
+    return common_options(args), gan_options(args)
+
+
+def check_settings(stage: str, *args: Any) -> None:
+    """``ValueError`` for settings :func:`measure` would fail on (``args`` as for :func:`stage_options`)."""
+    opts, stage_opts = stage_options(stage, *args)
+    try:
+        config = get_generator_config(opts.model_name)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--model-name: {exc}") from exc
+    if isinstance(config, TokenGeneratorConfig):
+        raise ValueError(f"--model-name {opts.model_name}: this benchmark measures mel models only")
+    check_crop_length(opts, stage_opts, config)
+    check_device(opts.device)
+
+
+def build_trainer(stage: str, *args: Any) -> Trainer:
+    """A single-process Trainer for ``stage`` (``args`` as for :func:`stage_options`)."""
+    opts, stage_opts = stage_options(stage, *args)
+    if isinstance(stage_opts, FlowMatchingOptions):
+        make_stage = lambda fresh: FlowMatchingStage(opts, stage_opts)  # noqa: E731
     else:
-        args = finetune_parser().parse_args([*flags, "--gan-name", gan_name, "--gen-start-batch-idx", "0"])
-        gan = gan_options(args)
-        make_stage = lambda fresh: GANStage(opts, gan, initialise_generator=False)  # noqa: E731
-    opts = common_options(args)
+        make_stage = lambda fresh: GANStage(opts, stage_opts, initialise_generator=False)  # noqa: E731
     opts.exp_dir.mkdir(parents=True, exist_ok=True)
     return Trainer(opts, distributed.setup(0, 1, opts.master_port, opts.device), make_stage)
 
@@ -163,10 +186,13 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{flag} must be >= 1, got {value}")
     if not (math.isfinite(args.duration) and args.duration > 0):
         parser.error(f"--duration must be a finite number > 0, got {args.duration}")
-    try:
-        get_generator_config(args.model_name)
-    except (OSError, ValueError) as e:
-        parser.error(f"--model-name: {e}")
+    for stage in args.stage:
+        for dtype in args.dtype:
+            settings = (args.batch_size, dtype, args.device, args.model_name, args.gan_name, args.duration)
+            try:
+                check_settings(stage, *settings, args.exp_dir)
+            except ValueError as e:
+                parser.error(str(e))
     for stage in args.stage:
         for dtype in args.dtype:
             row = measure_with_fallback(

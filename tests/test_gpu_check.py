@@ -88,6 +88,15 @@ def test_training_batch_falls_back_on_out_of_memory(monkeypatch):
         (["--duration", "inf"], "--duration must be a finite number > 0, got inf"),
         (["--gan-name", "nosuchgan"], "argument --gan-name: invalid choice: 'nosuchgan'"),
         (["--model-name", "nosuchmodel"], "--model-name: unknown model name 'nosuchmodel'"),
+        (
+            ["--model-name", "encodec_24k_small"],
+            "--model-name encodec_24k_small: this benchmark measures mel",
+        ),
+        (["--device", "foo"], "--device: "),
+        (
+            ["--stage", "finetune", "--duration", "0.04"],
+            "too short for the mel reconstruction loss's 2048-sample",
+        ),
     ],
 )
 def test_training_speed_rejects_bad_flags_before_measuring(monkeypatch, capsys, flags, message):

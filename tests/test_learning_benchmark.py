@@ -71,8 +71,8 @@ def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
         (
             "--phase-loss-n-ffts",
             "512,100000",
-            "--phase-loss-n-ffts: the loss's 100000-sample analysis frames need crops of more than 50000 "
-            "samples; --duration 0.5 gives 12000",
+            "--duration 0.5 gives crops of 12000 samples, too short for the phase loss's 100000-sample STFT "
+            "(--phase-loss-n-ffts): more than 50000 samples needed",
         ),
         ("--gan-name", "nosuchgan", "argument --gan-name: invalid choice: 'nosuchgan'"),
         ("--base-lr-gen", "0", "--base-lr-gen must be a finite number > 0"),

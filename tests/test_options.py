@@ -221,22 +221,36 @@ def test_input_checks_cover_loader_weights_device_and_codec(tmp_path, monkeypatc
         check_inputs(common_options(args), flow_matching_options(args))
 
 
-def test_stage2_crops_must_be_longer_than_half_the_losses_frames(tmp_path, monkeypatch):
-    """The check mirrors the losses' own: a crop of exactly half a frame fails, one sample more passes."""
+def test_crops_must_be_longer_than_half_of_every_stft_of_the_stage(tmp_path, monkeypatch):
+    """The check mirrors the front-ends' and losses' own: the longest frame in use decides, named."""
     monkeypatch.chdir(tmp_path)
     write_manifests(tmp_path)
-    base = [*DATA, "--periodicity-loss-scale", "1", "--phase-loss-scale", "1", "--phase-loss-n-ffts", "512"]
+    no_mrd = ["--disc-loss-mr-scale", "0", "--gen-loss-mr-scale", "0", "--feat-map-loss-mr-scale", "0"]
 
-    def check(duration: str, *extra: str) -> None:
-        args = finetune_parser().parse_args([*base, "--duration", duration, *extra])
-        check_inputs(common_options(args), gan_options(args))
+    def check(main: str, samples: int, *extra: str) -> None:
+        parser = finetune_parser() if main == "finetune" else pretrain_parser()
+        args = parser.parse_args([*DATA, "--duration", str(samples / 24000), *extra])
+        check_inputs(
+            common_options(args), (gan_options if main == "finetune" else flow_matching_options)(args)
+        )
 
-    check(str(961 / 24000))  # the periodicity loss's 960-sample (40 ms) window needs more than 960 samples
-    with pytest.raises(ValueError, match="--periodicity-loss-scale: the loss's 1920-sample analysis frames"):
-        check("0.04")
-    check("0.04", "--periodicity-loss-scale", "0")  # an unused loss does not count
-    with pytest.raises(ValueError, match="--phase-loss-n-ffts: the loss's 4096-sample analysis frames"):
-        check(str(961 / 24000), "--phase-loss-n-ffts", "512,4096")
+    check("pretrain", 513)
+    with pytest.raises(
+        ValueError, match="crops of 512 samples, too short for the mel front-end's 1024-sample"
+    ):
+        check("pretrain", 512)
+    check("finetune", 1025)
+    with pytest.raises(ValueError, match="the mel reconstruction loss's 2048-sample STFT \\(--gan-name\\)"):
+        check("finetune", 1024)
+    single = ["--gan-name", "gan_single_scale_mel_recon", *no_mrd]
+    check("finetune", 513, *single)
+    check("finetune", 961, *single, "--periodicity-loss-scale", "1")
+    with pytest.raises(
+        ValueError, match="periodicity loss's 960-sample window \\(--periodicity-loss-scale\\): more"
+    ):
+        check("finetune", 960, *single, "--periodicity-loss-scale", "1")
+    with pytest.raises(ValueError, match="phase loss's 4096-sample STFT \\(--phase-loss-n-ffts\\)"):
+        check("finetune", 1025, "--phase-loss-scale", "1", "--phase-loss-n-ffts", "512,4096")
 
 
 @pytest.mark.parametrize(

@@ -159,21 +159,28 @@ class GANLossScales:
         if not self.phase_loss_n_ffts or min(self.phase_loss_n_ffts) < 4:
             raise ValueError(f"--phase-loss-n-ffts must be STFT sizes >= 4, got {self.phase_loss_n_ffts}")
 
-    def analysis_frames(self, sampling_rate: int) -> dict[str, int]:
-        """Longest analysis frame (samples) of each enabled flow2gan loss, by the flag that enables it.
+    def crop_bounds(self, sampling_rate: int) -> dict[str, int]:
+        """Samples a training crop must exceed for each enabled flow2gan loss, by what needs them.
 
-        A crop must be longer than half of it (:mod:`flow2gan.models.spectral_losses` raises
-        ``ValueError`` otherwise); the periodicity loss's frame counts twice, as it does there.
+        Centred STFTs need more than ``n_fft // 2`` samples, the periodicity loss more than its window
+        (:mod:`flow2gan.models.spectral_losses` raises ``ValueError`` otherwise).
         """
-        frames = {
-            "--phase-loss-n-ffts": (self.phase_loss_scale, max(self.phase_loss_n_ffts)),
-            "--stft-loss-scale": (self.stft_loss_scale, max(STFT_LOSS_N_FFTS)),
-            "--periodicity-loss-scale": (
+        phase_n_fft, window = max(self.phase_loss_n_ffts), round(PERIODICITY_WINDOW_S * sampling_rate)
+        bounds = {
+            f"the phase loss's {phase_n_fft}-sample STFT (--phase-loss-n-ffts)": (
+                self.phase_loss_scale,
+                phase_n_fft // 2,
+            ),
+            f"the STFT loss's {max(STFT_LOSS_N_FFTS)}-sample STFT (--stft-loss-scale)": (
+                self.stft_loss_scale,
+                max(STFT_LOSS_N_FFTS) // 2,
+            ),
+            f"the periodicity loss's {window}-sample window (--periodicity-loss-scale)": (
                 self.periodicity_loss_scale,
-                2 * round(PERIODICITY_WINDOW_S * sampling_rate),
+                window,
             ),
         }
-        return {flag: frame for flag, (scale, frame) in frames.items() if scale > 0}
+        return {what: bound for what, (scale, bound) in bounds.items() if scale > 0}
 
     def trains(self, key: str) -> bool:
         """Whether discriminator ``key`` ("mp" = MPD, "mr" = MRD) has a hinge loss in loss_d."""

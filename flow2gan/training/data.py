@@ -51,9 +51,10 @@ class AudioItem(NamedTuple):
 
 
 def check_manifest(path: str | Path) -> None:
-    """``ValueError`` unless ``path`` is a RecordingSet manifest whose first recording can be read.
+    """``ValueError`` unless ``path`` is a RecordingSet manifest whose first record parses as a Recording.
 
-    Reads one line (lhotse's lazy reader), so an empty, corrupt or wrong-kind file fails before any work.
+    Parses one line (lhotse's lazy reader), so an empty, corrupt or wrong-kind file fails before any
+    work; the audio it lists is not opened.
     """
     try:
         recordings = RecordingSet.from_file(path)

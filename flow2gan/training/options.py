@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import torch
 
 from flow2gan.cli import DefaultsHelpFormatter, add_dataclass_arguments, check_bounds, dataclass_from_args
-from flow2gan.config import get_generator_config
+from flow2gan.config import GeneratorConfig, TokenGeneratorConfig, get_generator_config
+from flow2gan.models.discriminators import MRD_RESOLUTIONS
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 from flow2gan.training.condition import check_codec
 from flow2gan.training.data import check_loader_weights, check_manifest
@@ -210,7 +211,7 @@ def parse_options(
 def check_inputs(opts: TrainOptions, stage: object) -> None:
     """Check what the options name before any work: input files and folders, the resume point, the config.
 
-    Also the codec pairing, stage 2's crop against its losses' analysis frames, the count of
+    Also the codec pairing, the crop length against the stage's STFTs, the count of
     ``--train-dls-weights``, ``--device`` and, last, the manifests' first records.
     ``--generator-model-path`` is checked only when the run will start fresh (no checkpoint to resume
     from), the only time it is read. Raises ``ValueError`` naming the flag.
@@ -244,19 +245,13 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
     except (OSError, ValueError) as exc:
         raise ValueError(f"--model-name: {exc}") from exc
     check_codec(config, opts.codec)
-    if isinstance(stage, GANOptions):
-        check_crop_length(opts, stage, config.sampling_rate)
+    check_crop_length(opts, stage, config)
     try:
         check_loader_weights(opts.train_dls_weights, len(opts.train_recordings) + len(opts.train_shar))
     except ValueError as exc:
         raise ValueError(f"--train-dls-weights: {exc}") from exc
     if opts.device is not None:
-        try:
-            device = torch.device(opts.device)
-        except RuntimeError as exc:
-            raise ValueError(f"--device: {exc}") from exc
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {opts.device}: CUDA is not available here")
+        check_device(opts.device)
     for flag in ("--train-recordings", "--valid-recordings", "--test-recordings"):
         for path in files[flag]:
             try:
@@ -265,15 +260,43 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
                 raise ValueError(f"{flag}: {exc}") from exc
 
 
-def check_crop_length(opts: TrainOptions, stage: GANOptions, sampling_rate: int) -> None:
-    """``ValueError`` naming the flag when a ``--duration`` crop is too short for an enabled stage-2 loss."""
-    crop = round(opts.duration * sampling_rate)
-    for flag, frame in stage.loss_scales.analysis_frames(sampling_rate).items():
-        if crop <= frame // 2:
-            raise ValueError(
-                f"{flag}: the loss's {frame}-sample analysis frames need crops of more than "
-                f"{frame // 2} samples; --duration {opts.duration} gives {crop}"
-            )
+def check_device(value: str) -> None:
+    """``ValueError`` naming ``--device`` for a device torch cannot parse, or CUDA where there is none."""
+    try:
+        device = torch.device(value)
+    except RuntimeError as exc:
+        raise ValueError(f"--device: {exc}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {value}: CUDA is not available here")
+
+
+def check_crop_length(opts: TrainOptions, stage: object, config: GeneratorConfig) -> None:
+    """``ValueError`` when a ``--duration`` crop is too short for a front-end or loss of the stage.
+
+    Every centred STFT of the stage (the mel front-end of a mel model, the flow-matching loss in stage
+    1, the mel reconstruction loss, the MRD and the enabled flow2gan losses in stage 2) needs more
+    than ``n_fft // 2`` samples; the message names the longest one and the flag that sets it.
+    """
+    bounds: dict[str, int] = {}
+    if not isinstance(config, TokenGeneratorConfig):
+        bounds[f"the mel front-end's {config.mel_n_fft}-sample STFT (--model-name)"] = config.mel_n_fft // 2
+    if isinstance(stage, FlowMatchingOptions):
+        bounds[f"the flow-matching loss's {config.loss_n_fft}-sample STFT (--model-name)"] = (
+            config.loss_n_fft // 2
+        )
+    if isinstance(stage, GANOptions):
+        n_fft = max(GAN_CONFIGS[stage.gan_name].mel_recon_n_ffts)
+        bounds[f"the mel reconstruction loss's {n_fft}-sample STFT (--gan-name)"] = n_fft // 2
+        if stage.loss_scales.trains("mr"):
+            bounds[f"the MRD's {max(MRD_RESOLUTIONS)}-sample STFT"] = max(MRD_RESOLUTIONS) // 2
+        bounds.update(stage.loss_scales.crop_bounds(config.sampling_rate))
+    crop = round(opts.duration * config.sampling_rate)
+    what, bound = max(bounds.items(), key=lambda item: item[1])
+    if crop <= bound:
+        raise ValueError(
+            f"--duration {opts.duration} gives crops of {crop} samples, too short for {what}: "
+            f"more than {bound} samples needed"
+        )
 
 
 def common_options(args: argparse.Namespace) -> TrainOptions:
