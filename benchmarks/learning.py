@@ -13,8 +13,8 @@ V/UV F1 and periodicity error. Baselines in the same run: the untrained generato
 pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0.99, librosa).
 The defaults are the settings measured best for a CPU budget (``mel_24k_small_envelope``, 0.5 s crops,
 30 % of the minutes in stage 1, then the 4-step generator at LR 0.02 (Eden2 constant 1500) on the mel
-loss, the magnitude-weighted STFT phase-derivative loss (``--phase-loss-scale``,
-``--phase-loss-weight-power 0.5``) and the autocorrelation periodicity loss (``--periodicity-loss-scale``;
+loss, the magnitude-weighted STFT phase-derivative loss on the bins up to 2 kHz (``--phase-loss-scale``,
+``--phase-loss-weight-power 0.5``, ``--phase-loss-max-freq 2000``) and the autocorrelation periodicity loss (``--periodicity-loss-scale``;
 both in :mod:`flow2gan.models.spectral_losses`) for all of stage 2 — the GAN phase,
 ``--mel-only-batches N`` with a smaller N, lost at this budget; ``benchmarks/README.md``); the paper's
 settings remain the training CLIs' defaults.
@@ -168,6 +168,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.5,
         help="exponent of the reference's power weighting the phase loss (0.5: by magnitude, 1: by power)",
+    )
+    p.add_argument(
+        "--phase-loss-max-freq",
+        type=float,
+        default=2000.0,
+        help="highest frequency (Hz) the phase loss compares (0: all; 2000 beat all at 60 min with two "
+        "seeds, benchmarks/README.md)",
     )
     p.add_argument(
         "--stft-loss-scale", type=float, default=0.0, help="stage-2 linear-STFT loss weight (0: off)"
@@ -354,6 +361,7 @@ def stage2_flags(args: argparse.Namespace, paths: RunPaths) -> list[str]:
         "--phase-loss-scale", str(args.phase_loss_scale),
         "--phase-loss-n-ffts", args.phase_loss_n_ffts,
         "--phase-loss-weight-power", str(args.phase_loss_weight_power),
+        "--phase-loss-max-freq", str(args.phase_loss_max_freq),
         "--stft-loss-scale", str(args.stft_loss_scale),
         "--periodicity-loss-scale", str(args.periodicity_loss_scale),
         "--periodicity-peak-weight", str(args.periodicity_peak_weight),

@@ -80,6 +80,19 @@ def test_phase_loss_weight_power_counts_quiet_harmonics_more() -> None:
         GANLossScales(phase_loss_weight_power=-1.0)
 
 
+def test_phase_loss_max_freq_compares_only_the_bins_below_it() -> None:
+    """Phase scrambled above 1 kHz only: invisible with max_freq 500 Hz, seen without a limit."""
+    x = voiced()
+    low = torch.fft.irfft(torch.fft.rfft(x) * (torch.fft.rfftfreq(x.shape[-1], 1 / SR) < 1000), x.shape[-1])
+    fake = low + random_phase(x - low)
+    assert phase_derivative_loss(x, fake).item() > 0.01  # measured 0.022 (the upper harmonics are weak)
+    assert phase_derivative_loss(x, fake, max_freq=500.0, sampling_rate=SR).item() < 1e-3  # measured 1e-4
+    assert phase_derivative_loss(x, random_phase(x), max_freq=500.0, sampling_rate=SR).item() > 0.2  # 0.31
+    for max_freq, rate in ((0.0, SR), (math.inf, SR), (2000.0, None)):
+        with pytest.raises(ValueError, match="max_freq must be a finite number > 0 with a sampling rate"):
+            phase_derivative_loss(x, x, max_freq=max_freq, sampling_rate=rate)
+
+
 def test_group_delay_sees_a_time_shift() -> None:
     """Isolated clicks shifted by 128 samples keep their instantaneous frequency but not their group delay
     (phase step between bins 2 pi 128 / n_fft: 1 - cos = 1 at n_fft 512, 0.29 at 1024)."""
@@ -163,18 +176,25 @@ def test_gan_adds_the_terms_only_when_scaled() -> None:
     torch.testing.assert_close(loss_adv.detach(), adversarial + reconstruction)
 
 
-def test_gan_phase_loss_uses_the_configured_resolutions() -> None:
+def test_gan_phase_loss_uses_the_configured_resolutions_and_band() -> None:
     torch.manual_seed(0)
     config = get_generator_config("mel_24k_small_envelope").replace(branch_dropout=0.0)
     audio = voiced(n=24 * 256)
     fake = random_phase(audio)
-    for n_ffts in ((512, 1024), (512, 1024, 2048), (256,)):
-        scales = GANLossScales(phase_loss_scale=1.0, phase_loss_n_ffts=n_ffts)
+    for n_ffts, max_freq in (
+        ((512, 1024), 0.0),
+        ((512, 1024, 2048), 0.0),
+        ((256,), 0.0),
+        ((512, 1024), 2000.0),
+    ):
+        scales = GANLossScales(phase_loss_scale=1.0, phase_loss_n_ffts=n_ffts, phase_loss_max_freq=max_freq)
         gan = GAN.from_config(
             MelAudioGenerator(config), "gan_small_multi_scale_mel_recon", loss_scales=scales
         )
         _, terms = gan.reconstruction_loss(audio, fake)
-        torch.testing.assert_close(terms["phase_loss"], phase_derivative_loss(audio, fake, n_ffts))
+        expected = phase_derivative_loss(audio, fake, n_ffts, 1.0, max_freq or None, config.sampling_rate)
+        torch.testing.assert_close(terms["phase_loss"], expected)
+    assert GANLossScales().phase_loss_max_freq == 0.0  # the paper's loss has no limit (and no phase loss)
     assert GANLossScales().phase_loss_n_ffts == (512, 1024)
     assert GANLossScales(phase_loss_n_ffts=[256, "512"]).phase_loss_n_ffts == (256, 512)
     for bad in ((), (2,)):

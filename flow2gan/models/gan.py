@@ -128,6 +128,10 @@ class GANLossScales:
         "exponent of the reference's |X[k] X[k-1]| weighting the phase-derivative loss "
         "(1: by power, 0.5: by magnitude)",
     )
+    phase_loss_max_freq: float = _weight(
+        0.0,
+        "highest frequency (Hz) whose bins the phase-derivative loss compares (0: all bins)",
+    )
     periodicity_loss_scale: float = _weight(
         0.0,
         "weight of the autocorrelation periodicity loss in loss_g (a flow2gan option for CPU "
@@ -319,7 +323,12 @@ class GAN(nn.Module):
         loss = scales.mel_recon_loss_scale * terms["mel_recon_loss"]
         if scales.phase_loss_scale > 0:
             terms["phase_loss"] = phase_derivative_loss(
-                real, fake, scales.phase_loss_n_ffts, scales.phase_loss_weight_power
+                real,
+                fake,
+                scales.phase_loss_n_ffts,
+                scales.phase_loss_weight_power,
+                scales.phase_loss_max_freq or None,
+                self.sampling_rate,
             )
             loss = loss + scales.phase_loss_scale * terms["phase_loss"]
         if scales.stft_loss_scale > 0:

@@ -74,7 +74,12 @@ def _neighbour_products(spec: Tensor, dim: int) -> Tensor:
 
 
 def phase_derivative_loss(
-    real: Tensor, fake: Tensor, n_ffts: tuple[int, ...] = PHASE_LOSS_N_FFTS, weight_power: float = 1.0
+    real: Tensor,
+    fake: Tensor,
+    n_ffts: tuple[int, ...] = PHASE_LOSS_N_FFTS,
+    weight_power: float = 1.0,
+    max_freq: float | None = None,
+    sampling_rate: int | None = None,
 ) -> Tensor:
     """Energy-weighted ``1 - cos`` of the instantaneous-frequency and group-delay errors.
 
@@ -83,11 +88,22 @@ def phase_derivative_loss(
     ``w = |P|^weight_power``, ``1 - Σ w Re(Q/|Q| · conj(P/|P|)) / Σ w``. ``|P| = |X[k]| |X[k-1]|`` is
     about the reference's power, so ``weight_power`` 1 weighs by power and 0.5 by magnitude (quieter
     harmonics count more). The sums pool the whole batch, so louder crops weigh more. Averaged over the
-    2 × len(n_ffts) terms. real, fake: (B, T) -> () in [0, 2]; 0 when the derivatives agree wherever
-    the reference has energy.
+    2 × len(n_ffts) terms. ``max_freq`` (Hz, with ``sampling_rate``) keeps the bins up to the first at
+    or above it, ``ceil(max_freq · n_fft / sampling_rate)``: where the low harmonics are, and where a
+    few-step generator's phase errs most against Griffin-Lim's (benchmarks/README.md, round J); the
+    bins above are noise-like, their phase unpredictable. real, fake: (B, T) -> () in [0, 2]; 0 when
+    the derivatives agree wherever the reference has energy. ``ValueError`` for a ``max_freq`` that is
+    not a positive number or comes without ``sampling_rate``.
     """
+    if max_freq is not None and not (sampling_rate and math.isfinite(max_freq) and max_freq > 0):
+        raise ValueError(
+            f"max_freq must be a finite number > 0 with a sampling rate, got {max_freq} Hz at {sampling_rate}"
+        )
     loss = real.new_zeros(())
     for ref, gen in _stft_pairs(real, fake, n_ffts):
+        if max_freq is not None:
+            bins = math.ceil(max_freq * (ref.shape[-2] - 1) * 2 / sampling_rate) + 1
+            ref, gen = ref[..., :bins, :], gen[..., :bins, :]
         for dim in (-1, -2):
             p, q = _neighbour_products(ref, dim), _neighbour_products(gen, dim)
             q_abs, p_abs = q.abs(), p.abs()

@@ -35,6 +35,7 @@ finetune_avg=${finetune_avg:-3}
 mel_only=${mel_only:-1000}                # stage-2 batches without discriminators before the GAN phase
 phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivative loss (paper: 0)
 phase_power=${phase_power:-0.5}           # its weight |X[k] X[k-1]|^phase_power: 0.5 = by magnitude (1 = by power)
+phase_max_freq=${phase_max_freq:-2000}    # highest frequency (Hz) it compares (0 = all bins)
 stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
 periodicity_loss=${periodicity_loss:-100} # weight of the stage-2 autocorrelation periodicity loss (paper: 0)
 periodicity_peak=${periodicity_peak:-1} # its extra weight at the pitch period (0: the mean over lags alone)
@@ -127,7 +128,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --generator-model-path "$pre/epoch-$pretrain_epochs-avg-$pretrain_avg-use-avg-model.pt" \
     --gan-name "$gan_name" --n-timesteps "$n_timesteps" --gen-start-batch-idx "$gen_start" \
     --base-lr-gen "$finetune_lr" --lr-batches-gen 5000 --mel-only-batches "$mel_only" \
-    --phase-loss-scale "$phase_loss" --phase-loss-weight-power "$phase_power" --stft-loss-scale "$stft_loss" \
+    --phase-loss-scale "$phase_loss" --phase-loss-weight-power "$phase_power" \
+    --phase-loss-max-freq "$phase_max_freq" --stft-loss-scale "$stft_loss" \
     --periodicity-loss-scale "$periodicity_loss" --periodicity-peak-weight "$periodicity_peak" \
     --save-every-n 1 --keep-last-k $((finetune_avg + 1)) --average-period 10 --log-interval 20 --valid-interval 100
 fi
