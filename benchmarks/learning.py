@@ -14,8 +14,9 @@ pseudo-inverse with random phase, and 32 fast Griffin-Lim iterations (momentum 0
 The defaults are the settings measured best for a CPU budget (``mel_24k_small_envelope``, 0.5 s crops,
 30 % of the minutes in stage 1, then the 4-step generator at LR 0.02 (Eden2 constant 1500) on the mel
 loss, the magnitude-weighted STFT phase-derivative loss on the bins up to 2 kHz (``--phase-loss-scale``,
-``--phase-loss-weight-power 0.5``, ``--phase-loss-max-freq 2000``) and the autocorrelation periodicity loss (``--periodicity-loss-scale``;
-both in :mod:`flow2gan.models.spectral_losses`) for all of stage 2 — the GAN phase,
+``--phase-loss-weight-power 0.5``, ``--phase-loss-max-freq 2000``) and the autocorrelation
+periodicity loss (``--periodicity-loss-scale``; both in :mod:`flow2gan.models.spectral_losses`) for
+all of stage 2 — the GAN phase,
 ``--mel-only-batches N`` with a smaller N, lost at this budget; ``benchmarks/README.md``); the paper's
 settings remain the training CLIs' defaults.
 ``--stage1-checkpoint`` skips stage 1 and starts stage 2 from an earlier run's averaged stage-1
