@@ -89,11 +89,11 @@ def phase_derivative_loss(
     about the reference's power, so ``weight_power`` 1 weighs by power and 0.5 by magnitude (quieter
     harmonics count more). The sums pool the whole batch, so louder crops weigh more. Averaged over the
     2 × len(n_ffts) terms. ``max_freq`` (Hz, with ``sampling_rate``) keeps the bins up to the first at
-    or above it, ``ceil(max_freq · n_fft / sampling_rate)``: where the low harmonics are, and where a
-    few-step generator's phase errs most against Griffin-Lim's (benchmarks/README.md, round J); the
-    bins above are noise-like, their phase unpredictable. real, fake: (B, T) -> () in [0, 2]; 0 when
-    the derivatives agree wherever the reference has energy. ``ValueError`` for a ``max_freq`` that is
-    not a positive number or comes without ``sampling_rate``.
+    or above it, ``ceil(max_freq · n_fft / sampling_rate)``: where the low harmonics that carry the
+    pitch are, and where a few-step generator's phase errs most relative to Griffin-Lim's; higher up
+    the phase is largely noise-like (benchmarks/README.md, round J). real, fake: (B, T) -> () in
+    [0, 2]; 0 when the derivatives agree wherever the reference has energy. ``ValueError`` for a
+    ``max_freq`` that is not a positive number or comes without ``sampling_rate``.
     """
     if max_freq is not None and not (sampling_rate and math.isfinite(max_freq) and max_freq > 0):
         raise ValueError(
