@@ -64,7 +64,10 @@ def load_heldout(
     items = []
     for path in tqdm(paths, desc=f"held-out {folder.name}", unit="file", leave=False):
         audio = peak_normalize(load_audio(path, sampling_rate), -3.0).numpy()
-        track = extract_pitch(audio[:n_pitch], cfg) if args.pitch else None
+        try:
+            track = extract_pitch(audio[:n_pitch], cfg) if args.pitch else None
+        except ValueError as e:  # too short for CREPE
+            raise ValueError(f"{path}: {e}") from e
         cond = cond_fn(torch.from_numpy(audio)[None])[0]
         items.append(HeldOut(path.stem, audio, cond, track, cfg, n_pitch))
     return items

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -96,8 +97,12 @@ def pitch_of(item: HeldOut, audio: np.ndarray) -> tuple[float, float]:
     return m["vuv_f1"], m["periodicity"]
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """The module docstring as written, and each flag's default."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True, help="generator checkpoint (.pt)")
     p.add_argument("--heldout-dir", type=Path, required=True, help="folder of .wav/.flac files")
     p.add_argument(
@@ -107,7 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split-hz", type=float, default=1000.0, help="band edge of the hybrids")
     p.add_argument("--n-fft", type=int, default=512, help="STFT size of the magnitude/phase swap")
     p.add_argument("--pitch-model", default="tiny", choices=["tiny", "full"], help="CREPE model size")
-    p.add_argument("--pitch-seconds", type=float, default=3.0, help="CREPE on the first s of each file")
+    p.add_argument(
+        "--pitch-seconds",
+        type=float,
+        default=3.0,
+        help="CREPE on the first s of each file (the first table; the phase errors use whole files)",
+    )
     args = p.parse_args(argv)
     for flag, path, ok in (
         ("--checkpoint", args.checkpoint, args.checkpoint.is_file()),
@@ -115,19 +125,28 @@ def main(argv: list[str] | None = None) -> None:
     ):
         if not ok:
             p.error(f"{flag} {path} does not exist")
+    try:
+        config = get_generator_config(args.model_name)
+    except (OSError, ValueError) as e:
+        p.error(f"--model-name: {e}")
+    if not (math.isfinite(args.split_hz) and 0 < args.split_hz < config.sampling_rate / 2):
+        p.error(f"--split-hz must lie between 0 and {config.sampling_rate / 2:g} Hz, got {args.split_hz}")
+    if not (math.isfinite(args.pitch_seconds) and args.pitch_seconds > 0):
+        p.error(f"--pitch-seconds must be a finite number > 0, got {args.pitch_seconds}")
+    for flag, value, least in (("--n-fft", args.n_fft, 16), ("--n-timesteps", args.n_timesteps, 1)):
+        if value < least:
+            p.error(f"{flag} must be >= {least}, got {value}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
-    config = get_generator_config(args.model_name)
     generator = make_generator(config, None)
-    load_checkpoint(args.checkpoint, generator)
-    generator.eval()
     sr, split = config.sampling_rate, args.split_hz
-    items = load_heldout(
-        args.heldout_dir,
-        audio_front_end(generator, None, None),
-        sr,
-        argparse.Namespace(pitch=1, pitch_model=args.pitch_model, pitch_seconds=args.pitch_seconds),
-    )
+    pitch_args = argparse.Namespace(pitch=1, pitch_model=args.pitch_model, pitch_seconds=args.pitch_seconds)
+    try:
+        load_checkpoint(args.checkpoint, generator)
+        items = load_heldout(args.heldout_dir, audio_front_end(generator, None, None), sr, pitch_args)
+    except ValueError as e:  # a checkpoint of another model, a file shorter than --pitch-seconds
+        p.error(str(e))
+    generator.eval()
     mel = mel_frontend(config)
     scores: dict[str, list[tuple[float, float]]] = {}
     errors: dict[tuple[str, int], dict[str, np.ndarray]] = {}

@@ -48,3 +48,23 @@ def test_phase_errors_are_zero_for_the_reference_and_high_for_noise() -> None:
         assert same[band][0] / same[band][1] == pytest.approx(0, abs=1e-9)  # IF
         assert same[band][2] / same[band][3] == pytest.approx(0, abs=1e-9)  # group delay
     assert noise["0-500 Hz"][0] / noise["0-500 Hz"][1] > 0.5  # random phase: 1 - cos averages ~1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--split-hz", "0"], "--split-hz must lie between 0 and 12000 Hz, got 0.0"),
+        (["--split-hz", "nan"], "--split-hz must lie between 0 and 12000 Hz"),
+        (["--n-fft", "3"], "--n-fft must be >= 16, got 3"),
+        (["--pitch-seconds", "0"], "--pitch-seconds must be a finite number > 0"),
+        (["--n-timesteps", "0"], "--n-timesteps must be >= 1, got 0"),
+        (["--model-name", "nosuchmodel"], "--model-name: unknown model name 'nosuchmodel'"),
+    ],
+)
+def test_bad_flags_are_usage_errors_before_any_work(tmp_path, capsys, flags, message) -> None:
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.touch()  # never read: the flags fail first
+    with pytest.raises(SystemExit) as exit_info:
+        pitch_gap.main(["--checkpoint", str(checkpoint), "--heldout-dir", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
