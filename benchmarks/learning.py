@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from flow2gan import runtime
 from flow2gan.bin.prepare_manifests import AUDIO_SUFFIXES, repeat_recordings, scan_recordings
-from flow2gan.cli import DefaultsHelpFormatter
+from flow2gan.cli import RawDescriptionDefaultsHelpFormatter
 from flow2gan.config import get_generator_config
 from flow2gan.features import mel_frontend
 from flow2gan.models.token_generator import audio_front_end
@@ -86,13 +86,9 @@ from flow2gan.weights import load_checkpoint, save_atomic
 logger = logging.getLogger("learning")
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
-    """The module docstring as written, and each flag's default."""
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Benchmark flags (contract flags first)."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=RawDescriptionDefaultsHelpFormatter)
     p.add_argument("--train-dir", type=Path, required=True, help="audio folder to train on")
     p.add_argument(
         "--heldout-dir",

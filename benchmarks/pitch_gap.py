@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from learning_eval import NOISE_SEED, HeldOut, griffin_lim, load_heldout
 
-from flow2gan.cli import DefaultsHelpFormatter
+from flow2gan.cli import RawDescriptionDefaultsHelpFormatter
 from flow2gan.config import get_generator_config
 from flow2gan.eval.pitch import extract_pitch, pitch_metrics
 from flow2gan.features import complex_stft, mel_frontend
@@ -97,12 +97,8 @@ def pitch_of(item: HeldOut, audio: np.ndarray) -> tuple[float, float]:
     return m["vuv_f1"], m["periodicity"]
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
-    """The module docstring as written, and each flag's default."""
-
-
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=RawDescriptionDefaultsHelpFormatter)
     p.add_argument("--checkpoint", type=Path, required=True, help="generator checkpoint (.pt)")
     p.add_argument("--heldout-dir", type=Path, required=True, help="folder of .wav/.flac files")
     p.add_argument(

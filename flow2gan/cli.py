@@ -49,6 +49,10 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+class RawDescriptionDefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """The description as written (a module docstring's lists and paragraphs), and each flag's default."""
+
+
 def optional_str(value: str) -> str | None:
     """Parse a string CLI value where the literal ``None`` (any case) or an empty string means ``None``."""
     return None if value.strip().lower() in {"", "none"} else value
