@@ -100,9 +100,9 @@ def phase_derivative_loss(
             f"max_freq must be a finite number > 0 with a sampling rate, got {max_freq} Hz at {sampling_rate}"
         )
     loss = real.new_zeros(())
-    for ref, gen in _stft_pairs(real, fake, n_ffts):
+    for n_fft, (ref, gen) in zip(n_ffts, _stft_pairs(real, fake, n_ffts), strict=True):
         if max_freq is not None:
-            bins = math.ceil(max_freq * (ref.shape[-2] - 1) * 2 / sampling_rate) + 1
+            bins = math.ceil(max_freq * n_fft / sampling_rate) + 1
             ref, gen = ref[..., :bins, :], gen[..., :bins, :]
         for dim in (-1, -2):
             p, q = _neighbour_products(ref, dim), _neighbour_products(gen, dim)
