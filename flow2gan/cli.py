@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -24,6 +26,12 @@ T = TypeVar("T")
 
 _TRUE = frozenset({"yes", "true", "t", "y", "1"})
 _FALSE = frozenset({"no", "false", "f", "n", "0"})
+
+
+def prog_name(module: str) -> str:
+    """Usage-line program name: the console script's name, or ``python -m <module>``."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if script and not script.endswith(".py") and script != "-c" else f"python -m {module}"
 
 
 def str2bool(value: str | bool) -> bool:

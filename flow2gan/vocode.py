@@ -347,20 +347,26 @@ def vocode_dir(
 def read_manifest_sources(path: str | Path) -> list[str]:
     """Audio file paths of a lhotse ``RecordingSet`` manifest (JSONL, optionally gzipped), in order.
 
-    Read without lhotse; ``ValueError`` for a recording whose audio is not a single file.
+    Read without lhotse. ``ValueError`` naming the file when it is missing, unreadable, not JSON lines,
+    lists no recordings or has a recording whose audio is not a single file.
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     sources = []
-    with opener(path, "rt") as lines:
-        for line in lines:
-            if not line.strip():
-                continue
-            rec = json.loads(line)
-            files = [s["source"] for s in rec.get("sources", []) if s.get("type") == "file"]
-            if len(files) != 1:
-                raise ValueError(f"{path}: recording {rec.get('id')} is not a single audio file")
-            sources.append(files[0])
+    try:
+        with opener(path, "rt") as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                files = [s["source"] for s in rec.get("sources", []) if s.get("type") == "file"]
+                if len(files) != 1:
+                    raise ValueError(f"{path}: recording {rec.get('id')} is not a single audio file")
+                sources.append(files[0])
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError) as exc:
+        raise ValueError(f"cannot read manifest {path}: {exc}") from exc
+    if not sources:
+        raise ValueError(f"manifest {path} lists no recordings")
     return sources
 
 

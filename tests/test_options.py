@@ -323,3 +323,29 @@ def test_check_manifest_reads_the_first_record(tmp_path):
     for name in ("empty.jsonl.gz", "text.jsonl", "cut.jsonl"):
         with pytest.raises(ValueError, match=f"'{tmp_path / name}' is"):
             check_manifest(tmp_path / name)
+
+
+def test_check_manifest_needs_a_recording_the_duration_filter_keeps(tmp_path):
+    source = AudioSource(type="file", channels=[0], source="x.wav")
+    short = [
+        Recording(f"s{i}", [source], sampling_rate=24000, num_samples=1200, duration=0.05) for i in range(3)
+    ]
+    RecordingSet.from_recordings(short).to_file(tmp_path / "short.jsonl.gz")
+    check_manifest(tmp_path / "short.jsonl.gz")  # a test manifest keeps every recording
+    with pytest.raises(ValueError, match=r"no recording longer than 0\.1 s.*\(3 read, all shorter\)"):
+        check_manifest(tmp_path / "short.jsonl.gz", 0.1)
+    long = Recording("l", [source], sampling_rate=24000, num_samples=24000, duration=1.0)
+    RecordingSet.from_recordings([*short, long]).to_file(tmp_path / "mixed.jsonl.gz")
+    check_manifest(tmp_path / "mixed.jsonl.gz", 0.1)
+    # check_inputs applies the training filter to --train/--valid-recordings, before any start-up
+    write_manifests(tmp_path)
+    args = pretrain_parser().parse_args(
+        [
+            "--train-recordings",
+            str(tmp_path / "short.jsonl.gz"),
+            "--valid-recordings",
+            str(tmp_path / "v.jsonl.gz"),
+        ]
+    )
+    with pytest.raises(ValueError, match="--train-recordings: .*no recording longer than 0.1 s"):
+        check_inputs(common_options(args), flow_matching_options(args))

@@ -268,6 +268,36 @@ def test_infer_manifest_with_checkpoint(manifests, tmp_path, monkeypatch):
     assert not (tmp_path / "exp-finetune").exists()  # rejected arguments leave no log folder behind
 
 
+def test_unreadable_epoch_files_and_manifests_are_usage_errors(manifests, tmp_path, capsys):
+    """save_averaged_model and infer name the bad file and exit with 2 instead of a traceback."""
+    (tmp_path / "epoch-2.pt").touch()
+    window = ["--exp-dir", str(tmp_path), "--epoch", "2", "--avg", "1", "--use-averaged-model", "false"]
+    cases = [
+        (save_averaged_model.main, window, "epoch-2.pt: it is an empty file"),
+        (save_averaged_model.main, [*window[:3], "3", *window[4:]], "epoch-3.pt does not exist"),
+        (save_averaged_model.main, [*window[:5], "0"], "--avg must be >= 1"),
+        (
+            infer.main,
+            [*window, "--test-recordings", str(manifests["all"])],
+            "epoch-2.pt: it is an empty file",
+        ),
+        (infer.main, [*window, "--test-recordings", str(tmp_path / "none.jsonl")], "cannot read manifest"),
+    ]
+    (tmp_path / "empty.jsonl").write_text("\n")
+    cases.append(
+        (infer.main, [*window, "--test-recordings", str(tmp_path / "empty.jsonl")], "lists no recordings")
+    )
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    cases.append(
+        (infer.main, [*window, "--test-recordings", str(tmp_path / "bad.jsonl")], "cannot read manifest")
+    )
+    for main, argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+
+
 @pytest.mark.slow
 def test_fp16_with_inf_check(manifests, tmp_path):
     args = common_args(manifests["all"], manifests["all"], tmp_path, 1, "--batch-size", "2")

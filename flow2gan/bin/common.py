@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
+from typing import TYPE_CHECKING
 
 from flow2gan.cli import optional_str
 from flow2gan.models.generator import MelAudioGenerator
@@ -19,13 +18,10 @@ from flow2gan.pretrained import (
 from flow2gan.runtime import resolve_device
 from flow2gan.sampling import resolve_n_timesteps
 
+if TYPE_CHECKING:
+    from flow2gan.training.experiment import AveragedGenerator
+
 logger = logging.getLogger(__name__)
-
-
-def prog_name(module: str) -> str:
-    """Usage-line program name: the console script's name, or ``python -m <module>``."""
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return script if script and not script.endswith(".py") and script != "-c" else f"python -m {module}"
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -89,5 +85,28 @@ def load_model(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tup
     except HubUnavailableError as exc:
         logger.error("%s", exc)
         raise SystemExit(EXIT_HUB_UNAVAILABLE) from exc
+    except (ValueError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+
+
+def load_experiment(parser: argparse.ArgumentParser, args: argparse.Namespace) -> AveragedGenerator:
+    """The averaged generator of ``--exp-dir`` / ``--epoch`` / ``--avg`` (``--use-averaged-model``,
+    ``--model-name``, ``--load-gan``, ``--gan-name``), as ``training.experiment.load_experiment_generator``.
+
+    A bad window, a missing or unreadable epoch file and weights that do not fit are usage errors
+    (exit code 2, the message names the file), not tracebacks.
+    """
+    from flow2gan.training.experiment import load_experiment_generator
+
+    try:
+        return load_experiment_generator(
+            args.exp_dir,
+            args.epoch,
+            args.avg,
+            args.use_averaged_model,
+            args.model_name,
+            args.load_gan,
+            args.gan_name,
+        )
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))

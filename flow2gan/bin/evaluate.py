@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flow2gan.cli import DefaultsHelpFormatter, optional_str, str2bool
+from flow2gan.cli import DefaultsHelpFormatter, optional_str, prog_name, str2bool
 from flow2gan.eval.metrics import MetricsConfig, metric_available, missing_dependency, visqol_available
 from flow2gan.eval.pairs import format_table, json_safe, list_pairs, mean_scores, run_jobs, write_json
 from flow2gan.runtime import default_device, setup_logging
@@ -28,7 +28,9 @@ logger = logging.getLogger("flow2gan.evaluate")
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``evaluate`` CLI."""
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=DefaultsHelpFormatter
+        prog=prog_name("flow2gan.bin.evaluate"),
+        description=__doc__.splitlines()[0],
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--gt-wav-dir", type=Path, required=True, help="ground-truth WAV root")
     parser.add_argument("--pred-wav-dir", type=Path, required=True, help="predicted WAV root")

@@ -12,7 +12,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from flow2gan.bin.common import add_model_options, load_model, prog_name
+from flow2gan.bin.common import add_model_options, load_model
+from flow2gan.cli import prog_name
 from flow2gan.deploy import export_sampler
 from flow2gan.runtime import setup_logging
 

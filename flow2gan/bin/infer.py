@@ -17,14 +17,14 @@ import logging
 import time
 from pathlib import Path
 
-from flow2gan.bin.common import add_model_options, load_model, prog_name
-from flow2gan.cli import optional_str, str2bool
+from flow2gan.bin.common import add_model_options, load_experiment, load_model
+from flow2gan.cli import optional_str, prog_name, str2bool
 from flow2gan.codec import EncodecTokenizer
 from flow2gan.models.generator import MelAudioGenerator
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.runtime import resolve_device, setup_logging, tune_malloc
 from flow2gan.sampling import resolve_n_timesteps
-from flow2gan.vocode import vocode_manifest
+from flow2gan.vocode import read_manifest_sources, vocode_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -75,19 +75,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def experiment_generator(args: argparse.Namespace) -> tuple[MelAudioGenerator, int, Path]:
+def experiment_generator(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[MelAudioGenerator, int, Path]:
     """The averaged generator of an experiment, its step count and its output folder (reference naming)."""
-    from flow2gan.training.experiment import averaged_model_name, load_experiment_generator
+    from flow2gan.training.experiment import averaged_model_name
 
-    averaged = load_experiment_generator(
-        args.exp_dir,
-        args.epoch,
-        args.avg,
-        args.use_averaged_model,
-        args.model_name,
-        args.load_gan,
-        args.gan_name,
-    )
+    averaged = load_experiment(parser, args)
     model, trained_for = averaged.generator, averaged.n_timesteps
     n = resolve_n_timesteps(args.n_timesteps, trained_for, "warn", f"epoch {args.epoch} of {args.exp_dir}")
     name = averaged_model_name(args.epoch, args.avg, args.use_averaged_model, load_gan=False)
@@ -104,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--output-dir is required with --checkpoint/--hf-model-name")
     try:
         args.device = resolve_device(args.device)
+        read_manifest_sources(args.test_recordings)
     except ValueError as exc:
         p.error(str(exc))
     setup_logging(log_file=args.exp_dir / "log" / f"log-infer-{time.strftime('%Y-%m-%d-%H-%M-%S')}")
@@ -112,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         model, n_timesteps = load_model(p, args)
         output_dir = Path(args.output_dir)
     else:
-        model, n_timesteps, output_dir = experiment_generator(args)
+        model, n_timesteps, output_dir = experiment_generator(p, args)
     device = next(model.parameters()).device
     try:
         codec = EncodecTokenizer(args.codec) if args.codec else None

@@ -19,8 +19,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from flow2gan.bin.common import add_model_options, load_model, prog_name
-from flow2gan.cli import optional_str, str2bool
+from flow2gan.bin.common import add_model_options, load_model
+from flow2gan.cli import optional_str, prog_name, str2bool
 from flow2gan.codec import EncodecTokenizer
 from flow2gan.compat import add_input_type_option
 from flow2gan.runtime import setup_logging, tune_malloc

@@ -18,6 +18,7 @@ from pathlib import Path
 from lhotse import RecordingSet
 
 from flow2gan.bin.prepare_manifests import scan_recordings
+from flow2gan.cli import prog_name
 from flow2gan.runtime import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ def write_wav_list(root: Path, part: str, out: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Prepare every manifest and list; exit code 1 with a clear message when the root is missing."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog_name("flow2gan.bin.prepare_libritts"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--root-dir", type=Path, default=Path("download/libritts/LibriTTS"))
     parser.add_argument("--manifest-dir", type=Path, default=Path("data/manifests/libritts"))

@@ -23,6 +23,7 @@ from lhotse import CutSet, Recording, RecordingSet
 from lhotse.utils import fastcopy
 from tqdm import tqdm
 
+from flow2gan.cli import prog_name
 from flow2gan.runtime import setup_logging
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ def write_shar(
 def main(argv: list[str] | None = None) -> int:
     """Scan ``--wav-dir``, write ``--out`` and/or ``--shar-dir``; exit code 1 if nothing usable was found."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog_name("flow2gan.bin.prepare_manifests"),
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--wav-dir", type=Path, required=True)
     parser.add_argument("--out", type=Path, help="output manifest, e.g. recordings.jsonl.gz")

@@ -12,13 +12,18 @@ import argparse
 import logging
 from pathlib import Path
 
-from flow2gan.cli import DefaultsHelpFormatter, optional_str, str2bool
-from flow2gan.training.experiment import export_generator, load_experiment_generator
+from flow2gan.bin.common import load_experiment
+from flow2gan.cli import DefaultsHelpFormatter, optional_str, prog_name, str2bool
+from flow2gan.training.experiment import export_generator
 
 
 def parser() -> argparse.ArgumentParser:
     """Reference flags and defaults."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=DefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=prog_name("flow2gan.bin.save_averaged_model"),
+        description=__doc__,
+        formatter_class=DefaultsHelpFormatter,
+    )
     add = p.add_argument
     add("--epoch", type=int, default=200, help="last epoch of the averaging window")
     add("--avg", type=int, default=20, help="number of epochs averaged")
@@ -46,18 +51,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Average and save; returns 0."""
-    args = parser().parse_args(argv)
+    """Average and save; returns 0 (usage errors, unreadable epoch files included, exit with 2)."""
+    p = parser()
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    averaged = load_experiment_generator(
-        args.exp_dir,
-        args.epoch,
-        args.avg,
-        args.use_averaged_model,
-        args.model_name,
-        args.load_gan,
-        args.gan_name,
-    )
+    averaged = load_experiment(p, args)
     name = averaged.name(args.epoch, args.avg, args.use_averaged_model)
     export_generator(averaged.generator, averaged.n_timesteps, args.exp_dir / f"{name}.pt")
     return 0

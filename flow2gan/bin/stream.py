@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from flow2gan.audio import load_audio, save_audio
-from flow2gan.cli import DefaultsHelpFormatter, optional_str, str2bool
+from flow2gan.cli import DefaultsHelpFormatter, optional_str, prog_name, str2bool
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.pretrained import get_model
 from flow2gan.runtime import tune_malloc
@@ -28,7 +28,7 @@ from flow2gan.streaming import StreamingVocoder, stream_frames
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options (model options as in ``infer_dir``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m flow2gan.bin.stream",
+        prog=prog_name("flow2gan.bin.stream"),
         description="Stream a mel (.pt) or an audio file's mel frame by frame into a wav.",
         formatter_class=DefaultsHelpFormatter,
     )

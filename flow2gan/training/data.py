@@ -50,19 +50,30 @@ class AudioItem(NamedTuple):
     name: str
 
 
-def check_manifest(path: str | Path) -> None:
-    """``ValueError`` unless ``path`` is a RecordingSet manifest whose first record parses as a Recording.
+def check_manifest(path: str | Path, min_duration: float | None = None) -> None:
+    """``ValueError`` unless ``path`` is a RecordingSet manifest listing a recording > ``min_duration`` s.
 
-    Parses one line (lhotse's lazy reader), so an empty, corrupt or wrong-kind file fails before any
-    work; the audio it lists is not opened.
+    Reads lazily up to the first such recording (usually the first line; ``None``: any recording), so an
+    empty, corrupt or wrong-kind file, or one whose recordings the training duration filter would all
+    drop, fails before any work; the audio it lists is not opened.
     """
+    count = 0
     try:
         recordings = RecordingSet.from_file(path)
-        first = next(iter(recordings), None) if recordings is not None else None
+        for rec in recordings if recordings is not None else ():
+            if not isinstance(rec, Recording):
+                break
+            count += 1
+            if min_duration is None or rec.duration > min_duration:
+                return
     except Exception as exc:  # lhotse/gzip/json raise many kinds; all mean "not a manifest"
         raise ValueError(f"'{path}' is not a readable RecordingSet manifest ({exc})") from exc
-    if not isinstance(first, Recording):
+    if count == 0:
         raise ValueError(f"'{path}' is empty or not a RecordingSet manifest")
+    raise ValueError(
+        f"'{path}' has no recording longer than {min_duration} s, the shortest training keeps "
+        f"({count} read, all shorter)"
+    )
 
 
 def load_recordings(path: str, min_duration: float | None = MIN_DURATION) -> RecordingSet:
@@ -281,7 +292,7 @@ def _make_loader(
 def _nonempty(recordings: RecordingSet, path: str) -> RecordingSet:
     """Raise a clear error when a manifest has no usable recordings."""
     if len(recordings) == 0:
-        raise ValueError(f"manifest {path} has no recordings (after the duration filter)")
+        raise ValueError(f"manifest {path} has no recordings longer than {MIN_DURATION} s")
     return recordings
 
 

@@ -17,12 +17,18 @@ from typing import Any, TypeVar
 
 import torch
 
-from flow2gan.cli import DefaultsHelpFormatter, add_dataclass_arguments, check_bounds, dataclass_from_args
+from flow2gan.cli import (
+    DefaultsHelpFormatter,
+    add_dataclass_arguments,
+    check_bounds,
+    dataclass_from_args,
+    prog_name,
+)
 from flow2gan.config import GeneratorConfig, TokenGeneratorConfig, get_generator_config
 from flow2gan.models.discriminators import MRD_RESOLUTIONS
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 from flow2gan.training.condition import check_codec
-from flow2gan.training.data import check_loader_weights, check_manifest
+from flow2gan.training.data import MIN_DURATION, check_loader_weights, check_manifest
 from flow2gan.training.experiment import resume_points
 
 T = TypeVar("T")
@@ -171,9 +177,11 @@ class GANOptions:
 FINETUNE_DEFAULTS = {"num_epochs": 20, "exp_dir": "./exp-finetune", "batch_size": 64, "valid_interval": 1000}
 
 
-def _parser(description: str, defaults: dict[str, Any], stage: type) -> argparse.ArgumentParser:
+def _parser(module: str, description: str, defaults: dict[str, Any], stage: type) -> argparse.ArgumentParser:
     """Shared flags with the stage's defaults, then the stage's own flags."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=DefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog_name(module), description=description, formatter_class=DefaultsHelpFormatter
+    )
     add_dataclass_arguments(parser, TrainOptions, defaults)
     add_dataclass_arguments(parser, stage)
     return parser
@@ -181,13 +189,21 @@ def _parser(description: str, defaults: dict[str, Any], stage: type) -> argparse
 
 def pretrain_parser() -> argparse.ArgumentParser:
     """Argument parser of ``flow2gan.bin.pretrain``."""
-    return _parser("Stage 1: flow-matching pre-training of the Flow2GAN generator.", {}, FlowMatchingOptions)
+    return _parser(
+        "flow2gan.bin.pretrain",
+        "Stage 1: flow-matching pre-training of the Flow2GAN generator.",
+        {},
+        FlowMatchingOptions,
+    )
 
 
 def finetune_parser() -> argparse.ArgumentParser:
     """Argument parser of ``flow2gan.bin.finetune``."""
     return _parser(
-        "Stage 2: GAN fine-tuning of the N-step Flow2GAN generator.", FINETUNE_DEFAULTS, GANOptions
+        "flow2gan.bin.finetune",
+        "Stage 2: GAN fine-tuning of the N-step Flow2GAN generator.",
+        FINETUNE_DEFAULTS,
+        GANOptions,
     )
 
 
@@ -252,10 +268,14 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
         raise ValueError(f"--train-dls-weights: {exc}") from exc
     if opts.device is not None:
         check_device(opts.device)
-    for flag in ("--train-recordings", "--valid-recordings", "--test-recordings"):
+    for flag, min_duration in (
+        ("--train-recordings", MIN_DURATION),
+        ("--valid-recordings", MIN_DURATION),
+        ("--test-recordings", None),
+    ):
         for path in files[flag]:
             try:
-                check_manifest(path)
+                check_manifest(path, min_duration)
             except ValueError as exc:
                 raise ValueError(f"{flag}: {exc}") from exc
 
