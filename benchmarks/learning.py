@@ -71,6 +71,7 @@ from flow2gan.training import distributed
 from flow2gan.training.averaging import average_checkpoints_with_averaged_model
 from flow2gan.training.condition import check_codec, load_tokenizer, make_generator
 from flow2gan.training.data import set_loader_epoch
+from flow2gan.training.experiment import export_generator
 from flow2gan.training.loop import Trainer, fix_random_seed
 from flow2gan.training.options import (
     check_crop_length,
@@ -81,7 +82,7 @@ from flow2gan.training.options import (
     pretrain_parser,
 )
 from flow2gan.training.stages import FlowMatchingStage, GANStage
-from flow2gan.weights import load_checkpoint, save_atomic
+from flow2gan.weights import load_checkpoint
 
 logger = logging.getLogger("learning")
 
@@ -480,7 +481,7 @@ def train_worker(
     else:
         load_checkpoint(args.stage1_checkpoint, averaged1)
     if ctx.is_main:
-        save_atomic({"model": averaged1.state_dict()}, paths.stage1_ckpt)
+        export_generator(averaged1, None, paths.stage1_ckpt)
         for n in (1, 2, 4):
             rec.point(stage1_s / 60, f"stage1-{n}step", averaged1, n, pitch=True)
         rec.results["final_checkpoint"] = str(paths.stage1_ckpt)
@@ -500,7 +501,7 @@ def train_worker(
             final_gen = make_generator(config, args.codec)
             final_gen.load_state_dict(state)
             final_ckpt = args.out / "stage2-averaged.pt"
-            save_atomic({"model": final_gen.state_dict(), "n_timesteps": args.n_timesteps}, final_ckpt)
+            export_generator(final_gen, args.n_timesteps, final_ckpt)
             rec.point((stage1_s + run2.trained_s) / 60, system2, final_gen, args.n_timesteps, pitch=True)
             rec.results["final_checkpoint"] = str(final_ckpt)
             rec.save()

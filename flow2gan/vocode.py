@@ -359,7 +359,9 @@ def read_manifest_sources(path: str | Path) -> list[str]:
                 if not line.strip():
                     continue
                 rec = json.loads(line)
-                files = [s["source"] for s in rec.get("sources", []) if s.get("type") == "file"]
+                if not isinstance(rec, dict) or not isinstance(rec.get("sources"), list):
+                    raise ValueError(f"{path} is not a RecordingSet manifest (a line without 'sources')")
+                files = [s["source"] for s in rec["sources"] if s.get("type") == "file"]
                 if len(files) != 1:
                     raise ValueError(f"{path}: recording {rec.get('id')} is not a single audio file")
                 sources.append(files[0])

@@ -79,8 +79,11 @@ class UnsafeCheckpointError(ValueError):
 
 def describe_unreadable(path: Path, exc: Exception) -> str:
     """What a file that ``torch.load`` could not read looks like, and what to do with it."""
-    with path.open("rb") as f:
-        head = f.read(16)
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError as err:
+        return f"not readable ({err.strerror or err})"
     if not head:
         return "an empty file"
     if head[:4] in (b"RIFF", b"fLaC", b"OggS") or head[:3] == b"ID3":
@@ -104,23 +107,28 @@ def describe_unreadable(path: Path, exc: Exception) -> str:
             "torch.save({'model': torch.load(path, weights_only=False)['model']}, 'weights.pt')"
         )
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    if first.startswith("Weights only load failed"):  # torch's advice on weights_only, not about this file
+        return "not a readable PyTorch checkpoint (damaged, truncated or another format)"
     return f"not a readable PyTorch checkpoint (damaged, truncated or another format: {first})"
 
 
-def read_checkpoint(path: str | Path, weights_only: bool = True) -> dict[str, Any]:
+def read_checkpoint(path: str | Path, weights_only: bool = True, mmap: bool = False) -> dict[str, Any]:
     """Load a checkpoint dict on CPU; a bare state dict is wrapped as ``{"model": ...}``.
 
     With ``weights_only`` (the default) only tensors, plain values and :data:`SAFE_GLOBALS` are
-    unpickled, so the reference's ``epoch-N.pt`` files are read without trusting them. Raises
+    unpickled, so the reference's ``epoch-N.pt`` files are read without trusting them. ``mmap`` maps
+    the tensors instead of reading them (a cheap check that the file loads). Raises
     ``FileNotFoundError`` for a missing file, :class:`UnsafeCheckpointError` for other pickled objects,
     and ``ValueError`` naming the path and what the file is when it cannot be read or holds no weights.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a folder, not a weight file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            ckpt = torch.load(path, map_location="cpu", weights_only=weights_only)
+            ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except Exception as exc:  # torch.load raises many types for foreign, damaged or unsafe files
         message = f"cannot read checkpoint {path}: it is {describe_unreadable(path, exc)}"
         unsafe = isinstance(exc, pickle.UnpicklingError) and _UNSAFE_GLOBAL.search(str(exc))

@@ -100,6 +100,11 @@ def test_unreadable_files_say_what_they_are(tmp_path):
         assert str(path) in str(info.value)
     with pytest.raises(UnsafeCheckpointError, match="weights_only=False"):
         read_checkpoint(tmp_path / "pickled.pt")
+    (tmp_path / "noise.pt").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"another format\)$"):  # without torch's advice on weights_only
+        read_checkpoint(tmp_path / "noise.pt")
+    with pytest.raises(ValueError, match="is a folder, not a weight file"):
+        read_checkpoint(tmp_path)
 
 
 def test_clis_report_unreadable_checkpoints(tmp_path, capsys):

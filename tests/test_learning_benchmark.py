@@ -8,8 +8,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import PARITY, REPO
+
+from flow2gan import get_model
+from flow2gan.config import get_generator_config
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -198,7 +200,11 @@ def test_two_process_run_writes_the_contract_files(tmp_path: Path) -> None:
     assert minutes == sorted(minutes) and minutes[-1] >= 0.2
     assert results["final_checkpoint"] == str(out / "stage2-averaged.pt")
     assert "final_steps" not in results and results["settings"]["processes"] == "2"
-    ckpt = torch.load(out / "stage2-averaged.pt", map_location="cpu", weights_only=True)
-    assert ckpt["n_timesteps"] == 4
+    # both averaged files record their config (and stage 2 its step count), as save_averaged_model's do
+    tiny = get_generator_config(str(PARITY / "tiny_24k_config.json"))
+    model, config = get_model(checkpoint=out / "stage2-averaged.pt")
+    assert config == tiny and model.default_n_timesteps == 4
+    model, config = get_model(checkpoint=out / "stage1-averaged.pt")
+    assert config == tiny and model.default_n_timesteps is None
     assert (out / "curve.png").stat().st_size > 0 and (out / "summary.md").is_file()
     assert "2 training process(es) x 1 torch thread(s), batch 2 per process" in (out / "log.txt").read_text()

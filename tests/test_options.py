@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from lhotse import AudioSource, Recording, RecordingSet
 
 from flow2gan.bin import evaluate, finetune, pretrain, save_averaged_model, stream
@@ -189,11 +190,15 @@ def test_input_checks_follow_the_resume_point(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=missing):
             check(*extra)
     (tmp_path / "exp").mkdir()
-    (tmp_path / "exp" / "epoch-1.pt").touch()
+    torch.save({"model": {}}, tmp_path / "exp" / "epoch-1.pt")
     check("--resume", "auto")
     check("--start-epoch", "2")
     with pytest.raises(ValueError, match="--start-epoch: cannot resume at epoch 3: exp/epoch-2.pt does not"):
         check("--start-epoch", "3")
+    (tmp_path / "exp" / "epoch-2.pt").write_bytes(b"\x00" * 64)  # read before any start-up
+    with pytest.raises(ValueError, match="--start-epoch: cannot read checkpoint exp/epoch-2.pt: it is not a"):
+        check("--start-epoch", "3")
+    check("--resume", "auto")  # which skips unreadable files itself
     (tmp_path / "file").touch()
     for exp_dir in ("file", "file/sub"):
         with pytest.raises(ValueError, match=f"--exp-dir: '{exp_dir}' is not a folder or is inside a file"):
@@ -332,7 +337,7 @@ def test_check_manifest_needs_a_recording_the_duration_filter_keeps(tmp_path):
     ]
     RecordingSet.from_recordings(short).to_file(tmp_path / "short.jsonl.gz")
     check_manifest(tmp_path / "short.jsonl.gz")  # a test manifest keeps every recording
-    with pytest.raises(ValueError, match=r"no recording longer than 0\.1 s.*\(3 read, all shorter\)"):
+    with pytest.raises(ValueError, match=r"no recording longer than 0\.1 s.*\(3 read, none longer\)"):
         check_manifest(tmp_path / "short.jsonl.gz", 0.1)
     long = Recording("l", [source], sampling_rate=24000, num_samples=24000, duration=1.0)
     RecordingSet.from_recordings([*short, long]).to_file(tmp_path / "mixed.jsonl.gz")

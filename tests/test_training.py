@@ -1,5 +1,6 @@
 """Stage-1 training through the real CLIs on the project's test_data: learning, checkpoints, resume."""
 
+import json
 import re
 from pathlib import Path
 
@@ -268,34 +269,79 @@ def test_infer_manifest_with_checkpoint(manifests, tmp_path, monkeypatch):
     assert not (tmp_path / "exp-finetune").exists()  # rejected arguments leave no log folder behind
 
 
-def test_unreadable_epoch_files_and_manifests_are_usage_errors(manifests, tmp_path, capsys):
-    """save_averaged_model and infer name the bad file and exit with 2 instead of a traceback."""
+def test_bad_epoch_files_and_manifests_are_usage_errors(manifests, tmp_path, capsys):
+    """save_averaged_model and infer name the bad file or flag and exit with 2 instead of a traceback."""
     (tmp_path / "epoch-2.pt").touch()
-    window = ["--exp-dir", str(tmp_path), "--epoch", "2", "--avg", "1", "--use-averaged-model", "false"]
-    cases = [
-        (save_averaged_model.main, window, "epoch-2.pt: it is an empty file"),
-        (save_averaged_model.main, [*window[:3], "3", *window[4:]], "epoch-3.pt does not exist"),
-        (save_averaged_model.main, [*window[:5], "0"], "--avg must be >= 1"),
-        (
-            infer.main,
-            [*window, "--test-recordings", str(manifests["all"])],
-            "epoch-2.pt: it is an empty file",
-        ),
-        (infer.main, [*window, "--test-recordings", str(tmp_path / "none.jsonl")], "cannot read manifest"),
-    ]
+    (tmp_path / "epoch-4.pt").write_bytes((PARITY / "tiny_24k.pt").read_bytes())  # weights of TINY
+    (tmp_path / "epoch-5.pt").mkdir()
     (tmp_path / "empty.jsonl").write_text("\n")
-    cases.append(
-        (infer.main, [*window, "--test-recordings", str(tmp_path / "empty.jsonl")], "lists no recordings")
-    )
     (tmp_path / "bad.jsonl").write_text("not json\n")
-    cases.append(
-        (infer.main, [*window, "--test-recordings", str(tmp_path / "bad.jsonl")], "cannot read manifest")
-    )
+    (tmp_path / "cuts.jsonl").write_text('{"id": "c", "sources": null}\n')
+
+    def window(epoch: int, *extra: str) -> list[str]:
+        return [
+            "--exp-dir",
+            str(tmp_path),
+            "--epoch",
+            str(epoch),
+            "--avg",
+            "1",
+            "--use-averaged-model",
+            "false",
+            *extra,
+        ]
+
+    def infer_args(manifest: Path, *extra: str) -> list[str]:
+        return window(2, "--test-recordings", str(manifest), *extra)
+
+    average, vocode = save_averaged_model.main, infer.main
+    cases = [
+        (average, window(2), "epoch-2.pt: it is an empty file"),
+        (average, window(3), "epoch-3.pt does not exist"),
+        (average, window(5), "epoch-5.pt is a folder, not a weight file"),
+        (average, [*window(2)[:5], "0"], "--avg must be >= 1"),
+        # weights of another config: the epoch file and where its config came from are named
+        (average, window(4, "--model-name", "mel_24k_small"), "epoch-4.pt (--model-name mel_24k_small): "),
+        (average, window(4), "epoch-4.pt (mel_24k_base: it records no config; pass --model-name): "),
+        (
+            average,
+            window(4, "--model-name", TINY, "--load-gan", "true", "--gan-name", "x"),
+            "unknown GAN config",
+        ),
+        (vocode, infer_args(manifests["all"]), "epoch-2.pt: it is an empty file"),
+        (vocode, infer_args(tmp_path / "none.jsonl"), "cannot read manifest"),
+        (vocode, infer_args(tmp_path / "empty.jsonl"), "lists no recordings"),
+        (vocode, infer_args(tmp_path / "bad.jsonl"), "cannot read manifest"),
+        (vocode, infer_args(tmp_path / "cuts.jsonl"), "is not a RecordingSet manifest"),
+        (vocode, infer_args(manifests["all"], "--batch-size", "0"), "--batch-size must be >= 1"),
+        (
+            vocode,
+            infer_args(manifests["all"], "--output-dir", str(tmp_path / "bad.jsonl")),
+            "is a file, not a",
+        ),
+    ]
     for main, argv, message in cases:
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_infer_fails_when_no_recording_could_be_vocoded(tmp_path, caplog):
+    manifest = tmp_path / "gone.jsonl"
+    source = {"type": "file", "channels": [0], "source": str(tmp_path / "gone.wav")}
+    manifest.write_text(json.dumps({"id": "gone", "sources": [source]}) + "\n")
+    flags = ["--checkpoint", str(PARITY / "tiny_24k.pt"), "--model-name", TINY, "--num-workers", "0"]
+    flags += [
+        "--test-recordings",
+        str(manifest),
+        "--output-dir",
+        str(tmp_path / "out"),
+        "--exp-dir",
+        str(tmp_path),
+    ]
+    assert infer.main(flags) == 1
+    assert "none of the 1 recordings was vocoded" in caplog.text
 
 
 @pytest.mark.slow

@@ -93,8 +93,8 @@ def load_experiment(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     """The averaged generator of ``--exp-dir`` / ``--epoch`` / ``--avg`` (``--use-averaged-model``,
     ``--model-name``, ``--load-gan``, ``--gan-name``), as ``training.experiment.load_experiment_generator``.
 
-    A bad window, a missing or unreadable epoch file and weights that do not fit are usage errors
-    (exit code 2, the message names the file), not tracebacks.
+    A bad window, a missing or unreadable epoch file, weights that do not fit and an unknown
+    ``--gan-name`` are usage errors (exit code 2, the message names the file), not tracebacks.
     """
     from flow2gan.training.experiment import load_experiment_generator
 
@@ -108,5 +108,5 @@ def load_experiment(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             args.load_gan,
             args.gan_name,
         )
-    except (ValueError, FileNotFoundError) as exc:
-        parser.error(str(exc))
+    except (ValueError, FileNotFoundError, KeyError) as exc:  # KeyError: an unknown --gan-name
+        parser.error(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))

@@ -89,16 +89,23 @@ def experiment_generator(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Vocode the manifest; returns 0 (usage errors exit with 2)."""
+    """Vocode the manifest; returns 0, or 1 when no recording could be vocoded (usage errors exit with 2)."""
     p = parser()
     args = p.parse_args(argv)
     if not args.test_recordings:
         p.error("--test-recordings is required")
     if (args.checkpoint or args.hf_model_name) and not args.output_dir:
         p.error("--output-dir is required with --checkpoint/--hf-model-name")
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_workers < 0:
+        p.error(f"--num-workers must be >= 0, got {args.num_workers}")
+    for flag, folder in (("--exp-dir", args.exp_dir), ("--output-dir", args.output_dir)):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            p.error(f"{flag} {folder} is a file, not a folder")
     try:
         args.device = resolve_device(args.device)
-        read_manifest_sources(args.test_recordings)
+        n_recordings = len(read_manifest_sources(args.test_recordings))
     except ValueError as exc:
         p.error(str(exc))
     setup_logging(log_file=args.exp_dir / "log" / f"log-infer-{time.strftime('%Y-%m-%d-%H-%M-%S')}")
@@ -127,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
     )
     logger.info("wrote %d files to %s", written, output_dir)
+    if written == 0:
+        logger.error("none of the %d recordings was vocoded (unreadable or silent; see above)", n_recordings)
+        return 1
     return 0
 
 

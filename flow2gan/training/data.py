@@ -72,7 +72,7 @@ def check_manifest(path: str | Path, min_duration: float | None = None) -> None:
         raise ValueError(f"'{path}' is empty or not a RecordingSet manifest")
     raise ValueError(
         f"'{path}' has no recording longer than {min_duration} s, the shortest training keeps "
-        f"({count} read, all shorter)"
+        f"({count} read, none longer)"
     )
 
 

@@ -274,7 +274,17 @@ def load_experiment_generator(
     module: nn.Module = generator
     if load_gan:
         module = GAN.from_config(generator, gan_name or str(info.get("gan_name") or DEFAULT_GAN_NAME))
-    load_state_dict_checked(module, state, strict=True)
+    try:
+        load_state_dict_checked(module, state, strict=True)
+    except ValueError as exc:
+        if model_name is not None:
+            source = f"--model-name {model_name}"
+        elif info.get("generator_config") is not None:
+            source = "the config it records"
+        else:
+            fallback = info.get("model_name") or DEFAULT_MODEL_NAME
+            source = f"{fallback}: it records no config; pass --model-name"
+        raise ValueError(f"{epoch_path(Path(exp_dir), epoch)} ({source}): {exc}") from exc
     result = AveragedGenerator(generator.eval(), load_gan, info.get("n_timesteps") if load_gan else None)
     logger.info("averaged %s of %s", result.name(epoch, avg, use_averaged_model), exp_dir)
     return result

@@ -30,6 +30,7 @@ from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 from flow2gan.training.condition import check_codec
 from flow2gan.training.data import MIN_DURATION, check_loader_weights, check_manifest
 from flow2gan.training.experiment import resume_points
+from flow2gan.weights import read_checkpoint
 
 T = TypeVar("T")
 
@@ -235,9 +236,13 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
     if any(p.exists() and not p.is_dir() for p in (opts.exp_dir, *opts.exp_dir.parents)):
         raise ValueError(f"--exp-dir: '{opts.exp_dir}' is not a folder or is inside a file")
     try:
-        fresh_start = not resume_points(opts.exp_dir, opts.resume, opts.start_epoch)
-    except FileNotFoundError as exc:
+        points = resume_points(opts.exp_dir, opts.resume, opts.start_epoch)
+        if opts.resume != "auto":  # --resume auto skips unreadable files itself
+            for point in points:
+                read_checkpoint(point.path, mmap=True)  # tensors stay on disk
+    except (FileNotFoundError, ValueError) as exc:
         raise ValueError(f"--start-epoch: {exc}") from exc
+    fresh_start = not points
     files = {
         "--train-recordings": opts.train_recordings,
         "--valid-recordings": opts.valid_recordings,
