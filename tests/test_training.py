@@ -344,6 +344,19 @@ def test_infer_fails_when_no_recording_could_be_vocoded(tmp_path, caplog):
     assert "none of the 1 recordings was vocoded" in caplog.text
 
 
+def test_training_stops_when_no_recording_can_be_read(manifests, tmp_path):
+    """A manifest whose audio is all gone stops with the reason instead of saving an untrained epoch."""
+    gone = tmp_path / "gone.jsonl"
+    source = {"type": "file", "channels": [0], "source": str(tmp_path / "gone.wav")}
+    rec = {"id": "gone", "sources": [source], "sampling_rate": 24000, "num_samples": 24000, "duration": 1.0}
+    gone.write_text(json.dumps(rec) + "\n")
+    with pytest.raises(
+        RuntimeError, match="epoch 1: all 1 batches were empty: no training recording could be"
+    ):
+        pretrain.main(common_args(gone, manifests["one"], tmp_path / "exp", 1, "--batch-size", "1"))
+    assert not (tmp_path / "exp" / "epoch-1.pt").exists()
+
+
 @pytest.mark.slow
 def test_fp16_with_inf_check(manifests, tmp_path):
     args = common_args(manifests["all"], manifests["all"], tmp_path, 1, "--batch-size", "2")

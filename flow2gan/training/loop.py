@@ -185,15 +185,21 @@ class Trainer:
             self.writer.close()
 
     def train_one_epoch(self, epoch: int) -> bool:
-        """One pass over the mixed training loaders; False when diagnostics stopped it early."""
+        """One pass over the mixed training loaders; False when diagnostics stopped it early.
+
+        ``RuntimeError`` when every batch of the epoch was empty (no recording could be read), rather
+        than saving a checkpoint trained on nothing.
+        """
         totals: dict[str, MetricTotals] = {}
         batches = iter(self.train_data)
         skipped, first_b = self.fast_forward(batches) if self.mid_epoch_state else (0, self.batch_idx_train)
         total = self.train_data.expected_batches()
+        empty = 0
         for done, (loader_index, (audio, lens, names)) in enumerate(
             self.progress.epoch(epoch, batches, total, skipped), start=skipped + 1
         ):
             if audio.shape[0] == 0:
+                empty += 1
                 continue
             self.batch_idx_train += 1
             b = self.batch_idx_train
@@ -214,6 +220,11 @@ class Trainer:
                 self.validate(b)
             if self.opts.save_every_n_batches and (b + 1) % self.opts.save_every_n_batches == 0:
                 self.save_mid_epoch(epoch, done, first_b)
+        if empty and not totals:
+            raise RuntimeError(
+                f"epoch {epoch}: all {empty} batches were empty: no training recording could be read "
+                "(see the warnings above)"
+            )
         return True
 
     def fast_forward(self, batches: Iterator) -> tuple[int, int]:
