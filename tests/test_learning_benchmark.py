@@ -60,7 +60,11 @@ def test_folders_without_audio_are_usage_errors_before_any_work(tmp_path: Path, 
 def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
     args = learning.parse_args(contract_args(WAVS, WAVS, tmp_path / "out"))
     assert (args.lr_batches_gen, args.base_lr_gen, args.stage1_share) == (1500, 0.02, 0.3)
-    assert (args.phase_loss_weight_power, args.phase_loss_max_freq) == (0.5, 2000.0)
+    assert (args.phase_loss_scale, args.phase_loss_weight_power, args.phase_loss_max_freq) == (
+        90.0,
+        0.5,
+        2000.0,
+    )
 
 
 @pytest.mark.parametrize(

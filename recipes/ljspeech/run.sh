@@ -44,7 +44,7 @@ gen_start=${gen_start:-0}                 # discriminator-only batches before G/
 finetune_lr=${finetune_lr:-0.02}          # stage-2 generator LR (paper: 0.002 after 139 k stage-1 steps)
 finetune_lr_batches=${finetune_lr_batches:-5000}  # its Eden2 decay length (paper: 20000)
 mel_only=${mel_only:-1000000}             # stage-2 batches without discriminators before the GAN phase (paper: 0)
-phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivative loss (paper: 0)
+phase_loss=${phase_loss:-90}              # weight of the stage-2 phase-derivative loss (paper: 0)
 phase_power=${phase_power:-0.5}           # its weight |X[k] X[k-1]|^phase_power: 0.5 = by magnitude (1 = by power)
 phase_max_freq=${phase_max_freq:-2000}    # highest frequency (Hz) it compares (0 = all bins)
 stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)

@@ -33,7 +33,7 @@ pretrain_avg=${pretrain_avg:-5}
 finetune_epochs=${finetune_epochs:-12}
 finetune_avg=${finetune_avg:-3}
 mel_only=${mel_only:-1000}                # stage-2 batches without discriminators before the GAN phase
-phase_loss=${phase_loss:-45}              # weight of the stage-2 phase-derivative loss (paper: 0)
+phase_loss=${phase_loss:-90}              # weight of the stage-2 phase-derivative loss (paper: 0)
 phase_power=${phase_power:-0.5}           # its weight |X[k] X[k-1]|^phase_power: 0.5 = by magnitude (1 = by power)
 phase_max_freq=${phase_max_freq:-2000}    # highest frequency (Hz) it compares (0 = all bins)
 stft_loss=${stft_loss:-0}                 # weight of the stage-2 linear-STFT magnitude loss (paper: 0)
