@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 import sys
 import types
 import typing
@@ -29,9 +28,20 @@ _FALSE = frozenset({"no", "false", "f", "n", "0"})
 
 
 def prog_name(module: str) -> str:
-    """Usage-line program name: the console script's name, or ``python -m <module>``."""
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return script if script and not script.endswith(".py") and script != "-c" else f"python -m {module}"
+    """Usage-line program name: the console script's name, or ``python -m <module>``.
+
+    ``module`` is the tool's own module; run as another module of ``flow2gan.bin`` (an alias such as
+    ``bin.train`` for ``bin.pretrain``), the name it was run under is shown.
+    """
+    path = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if path is None or path.name == "-c":
+        return f"python -m {module}"
+    if path.suffix != ".py":
+        return path.name
+    package = module.rpartition(".")[0]
+    if package and path.parent.parts[-2:] == tuple(package.split("."))[-2:]:
+        return f"python -m {package}.{path.stem}"
+    return f"python -m {module}"
 
 
 def str2bool(value: str | bool) -> bool:

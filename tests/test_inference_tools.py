@@ -17,6 +17,7 @@ from flow2gan.bin import infer_dir as infer_dir_cli
 from flow2gan.cli import prog_name
 from flow2gan.config import get_generator_config
 from flow2gan.pretrained import EXIT_HUB_UNAVAILABLE, HubUnavailableError, download_pretrained
+from flow2gan.training.options import pretrain_parser
 from flow2gan.weights import save_atomic
 
 TINY_CONFIG = str(PARITY / "tiny_24k_config.json")
@@ -159,3 +160,8 @@ def test_usage_line_names_the_console_script(monkeypatch):
     assert infer_dir_cli.build_parser().format_usage().startswith("usage: flow2gan-infer-dir")
     monkeypatch.setattr("sys.argv", ["/repo/flow2gan/bin/infer_dir.py"])
     assert prog_name("flow2gan.bin.infer_dir") == "python -m flow2gan.bin.infer_dir"
+    monkeypatch.setattr("sys.argv", ["/repo/flow2gan/bin/train.py"])  # the alias keeps its own name
+    assert pretrain_parser().format_usage().startswith("usage: python -m flow2gan.bin.train")
+    for argv0 in ("-c", "/repo/other/script.py"):
+        monkeypatch.setattr("sys.argv", [argv0])
+        assert prog_name("flow2gan.bin.pretrain") == "python -m flow2gan.bin.pretrain"
