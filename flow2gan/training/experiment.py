@@ -223,19 +223,20 @@ def averaged_model_name(epoch: int, avg: int, use_averaged_model: bool, load_gan
     )
 
 
-def checkpoint_generator_config(info: dict[str, Any], model_name: str | None) -> GeneratorConfig:
-    """``model_name`` when given (an override), else the config a training checkpoint stores.
+def checkpoint_generator_config(info: dict[str, Any], model_name: str | None) -> tuple[GeneratorConfig, str]:
+    """``model_name`` when given (an override), else the config a training checkpoint stores, and
+    where it came from (for messages).
 
     Checkpoints without ``generator_config`` (older runs, the reference's) fall back to their
     ``model_name`` entry, then to the reference default ``mel_24k_base``.
     """
     if model_name is not None:
-        return get_generator_config(model_name)
+        return get_generator_config(model_name), f"--model-name {model_name}"
     if info.get("generator_config") is not None:
-        return config_from_dict(dict(info["generator_config"]))
+        return config_from_dict(dict(info["generator_config"])), "the config it records"
     fallback = str(info.get("model_name") or DEFAULT_MODEL_NAME)
     logger.info("the checkpoint stores no generator config; using %s", fallback)
-    return get_generator_config(fallback)
+    return get_generator_config(fallback), f"{fallback}: it records no config; pass --model-name"
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,7 @@ def load_experiment_generator(
     returned, in eval mode).
     """
     state, info = averaged_state_dict(Path(exp_dir), epoch, avg, use_averaged_model)
-    config = checkpoint_generator_config(info, model_name)
+    config, source = checkpoint_generator_config(info, model_name)
     if load_gan is None:
         load_gan = any(k.startswith("discriminator.") for k in state)
     generator = build_generator(config)
@@ -277,13 +278,6 @@ def load_experiment_generator(
     try:
         load_state_dict_checked(module, state, strict=True)
     except ValueError as exc:
-        if model_name is not None:
-            source = f"--model-name {model_name}"
-        elif info.get("generator_config") is not None:
-            source = "the config it records"
-        else:
-            fallback = info.get("model_name") or DEFAULT_MODEL_NAME
-            source = f"{fallback}: it records no config; pass --model-name"
         raise ValueError(f"{epoch_path(Path(exp_dir), epoch)} ({source}): {exc}") from exc
     result = AveragedGenerator(generator.eval(), load_gan, info.get("n_timesteps") if load_gan else None)
     logger.info("averaged %s of %s", result.name(epoch, avg, use_averaged_model), exp_dir)
