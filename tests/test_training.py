@@ -274,6 +274,11 @@ def test_bad_epoch_files_and_manifests_are_usage_errors(manifests, tmp_path, cap
     (tmp_path / "epoch-2.pt").touch()
     (tmp_path / "epoch-4.pt").write_bytes((PARITY / "tiny_24k.pt").read_bytes())  # weights of TINY
     (tmp_path / "epoch-5.pt").mkdir()
+    torch.save(torch.zeros(3), tmp_path / "epoch-6.pt")
+    torch.save({"model": torch.zeros(3)}, tmp_path / "epoch-7.pt")
+    weights = torch.load(PARITY / "tiny_24k.pt", weights_only=True)["model"]
+    for epoch in (8, 9):  # running averages but no batch index: a hand-made file
+        torch.save({"model": weights, "model_avg": weights}, tmp_path / f"epoch-{epoch}.pt")
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "bad.jsonl").write_text("not json\n")
     (tmp_path / "cuts.jsonl").write_text('{"id": "c", "sources": null}\n')
@@ -300,6 +305,9 @@ def test_bad_epoch_files_and_manifests_are_usage_errors(manifests, tmp_path, cap
         (average, window(3), "epoch-3.pt does not exist"),
         (average, window(5), "epoch-5.pt is a folder, not a weight file"),
         (average, [*window(2)[:5], "0"], "--avg must be >= 1"),
+        (average, window(6), "epoch-6.pt holds a Tensor, expected a dict"),
+        (average, window(7), "epoch-7.pt has no model (a state dict)"),
+        (average, window(9, "--use-averaged-model", "true"), "epoch-8.pt has no batch_idx_train (an int)"),
         # weights of another config: the epoch file and where its config came from are named
         (average, window(4, "--model-name", "mel_24k_small"), "epoch-4.pt (--model-name mel_24k_small): "),
         (average, window(4), "epoch-4.pt (mel_24k_base: it records no config; pass --model-name): "),

@@ -183,6 +183,30 @@ def restore_training_state(
     logger.info("resumed from %s (batch_idx_train=%s)", path, ckpt.get("batch_idx_train"))
 
 
+_EPOCH_ENTRIES = {
+    "model": (dict, "a state dict"),
+    "model_avg": (dict, "a state dict"),
+    "batch_idx_train": (int, "an int"),
+}
+
+
+def read_epoch_entries(exp_dir: Path, epoch: int, *keys: str) -> dict[str, Any]:
+    """``epoch-{epoch}.pt`` of ``exp_dir`` as read by :func:`read_training_checkpoint`, checked to hold
+    ``keys`` (of ``model``, ``model_avg``, ``batch_idx_train``) with values of the right type;
+    ``ValueError`` naming the file and what it lacks otherwise (a bare weight file, a file of a non-zero
+    rank, which has no ``model_avg``, a hand-made one)."""
+    path = epoch_path(exp_dir, epoch)
+    ckpt = read_training_checkpoint(path)
+    lacking = [
+        f"{key} ({_EPOCH_ENTRIES[key][1]})"
+        for key in keys
+        if not isinstance(ckpt.get(key), _EPOCH_ENTRIES[key][0])
+    ]
+    if lacking:
+        raise ValueError(f"{path} has no {', '.join(lacking)}: not an epoch file of rank 0 of a training run")
+    return ckpt
+
+
 def averaged_state_dict(
     exp_dir: Path, epoch: int, avg: int, use_averaged_model: bool
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -191,27 +215,26 @@ def averaged_state_dict(
     With ``use_averaged_model``: the window average over epochs (epoch - avg, epoch] computed from the
     running averages stored in ``epoch-{epoch-avg}.pt`` and ``epoch-{epoch}.pt``. Otherwise the ``model``
     of ``epoch-{epoch}.pt`` (avg = 1) or the plain mean over the last ``avg`` epoch files.
-    Returns ``(state_dict, other entries of epoch-{epoch}.pt)``; raises ``ValueError`` for a bad window.
+    Returns ``(state_dict, other entries of epoch-{epoch}.pt)``; raises ``ValueError`` for a bad window
+    or an epoch file without the entries it needs (:func:`read_epoch_entries`).
     """
     if avg < 1:
         raise ValueError(f"--avg must be >= 1, got {avg}")
-    end = read_training_checkpoint(epoch_path(exp_dir, epoch))
-    info = {k: v for k, v in end.items() if k not in ("model", "model_avg")}
     if use_averaged_model:
         start_epoch = epoch - avg
         if start_epoch < 1:
             raise ValueError(f"--use-averaged-model needs epoch - avg >= 1, got {epoch} - {avg}")
-        start = read_training_checkpoint(epoch_path(exp_dir, start_epoch))
-        for ckpt, e in ((start, start_epoch), (end, epoch)):
-            if ckpt.get("model_avg") is None:
-                raise ValueError(f"{epoch_path(exp_dir, e)} has no model_avg (saved by a non-zero rank?)")
+        keys = ("model_avg", "batch_idx_train")
+        start, end = (read_epoch_entries(exp_dir, e, *keys) for e in (start_epoch, epoch))
         state = average_checkpoints_with_averaged_model(
             start["model_avg"], end["model_avg"], int(start["batch_idx_train"]), int(end["batch_idx_train"])
         )
-        return state, info
-    earlier = range(max(1, epoch - avg + 1), epoch)
-    models = [read_training_checkpoint(epoch_path(exp_dir, e))["model"] for e in earlier]
-    return average_state_dicts([*models, end["model"]]), info
+    else:
+        end = read_epoch_entries(exp_dir, epoch, "model")
+        earlier = range(max(1, epoch - avg + 1), epoch)
+        models = [read_epoch_entries(exp_dir, e, "model")["model"] for e in earlier]
+        state = average_state_dicts([*models, end["model"]])
+    return state, {k: v for k, v in end.items() if k not in ("model", "model_avg")}
 
 
 def averaged_model_name(epoch: int, avg: int, use_averaged_model: bool, load_gan: bool) -> str:
