@@ -216,7 +216,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="torch threads per training process (default: usable cores / processes)",
     )
-    p.add_argument("--pitch", type=int, default=1, help="0: skip CREPE (V/UV F1, periodicity = NaN)")
+    p.add_argument(
+        "--pitch",
+        type=int,
+        default=1,
+        help="V/UV F1 and periodicity (CREPE): 0 never (NaN), 1 for the averaged models at the end of each "
+        "stage, 2 at every evaluation point as well (~15 s each)",
+    )
     p.add_argument("--pitch-model", default="tiny", choices=["tiny", "full"], help="CREPE model size")
     p.add_argument("--pitch-seconds", type=float, default=3.0, help="CREPE on the first s of each file")
     p.add_argument("--seed", type=int, default=42, help="random seed of both stages' training")
@@ -261,8 +267,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"{flag} must be between 0 and 1, got {value}")
     if not (math.isfinite(args.mrd_loss_scale) and args.mrd_loss_scale >= 0):
         p.error(f"--mrd-loss-scale must be a finite number >= 0, got {args.mrd_loss_scale}")
-    if args.pitch not in (0, 1):
-        p.error(f"--pitch takes 0 or 1, got {args.pitch}")
+    if args.pitch not in (0, 1, 2):
+        p.error(f"--pitch takes 0, 1 or 2, got {args.pitch}")
     if args.stage1_checkpoint is not None and args.stage1_share == 1:
         p.error("--stage1-checkpoint with --stage1-share 1 would train neither stage")
     check_stage_settings(p, args)
@@ -463,6 +469,7 @@ def train_worker(
         logging.getLogger().setLevel(logging.WARNING)
     rec = Recorder.load(args.out, items, args.threads * world_size) if ctx.is_main else None
     eval_every = (args.eval_every or max(args.minutes / 8, 0.5)) * 60
+    pitch_every_point = args.pitch == 2
     budget1 = args.minutes * args.stage1_share * 60
     budget2 = args.minutes * 60 - budget1
     config = get_generator_config(args.model_name)
@@ -476,7 +483,7 @@ def train_worker(
 
         def eval_stage1(seconds: float) -> None:
             for n in (1, 2, 4):
-                rec.point(seconds / 60, f"stage1-{n}step", gen1, n)
+                rec.point(seconds / 60, f"stage1-{n}step", gen1, n, pitch=pitch_every_point)
 
         run1.run("stage 1 (flow matching)", eval_stage1)
         stage1_s = run1.trained_s
@@ -497,7 +504,13 @@ def train_worker(
         run2 = BudgetRun(trainer2, budget2, eval_every, args.avg_fraction)
         run2.run(
             "stage 2 (fine-tuning)",
-            lambda s: rec.point((stage1_s + s) / 60, system2, trainer2.stage.generator, args.n_timesteps),
+            lambda s: rec.point(
+                (stage1_s + s) / 60,
+                system2,
+                trainer2.stage.generator,
+                args.n_timesteps,
+                pitch=pitch_every_point,
+            ),
         )
         if ctx.is_main:
             prefix = "generator."

@@ -119,7 +119,7 @@ def test_bad_stage1_settings_are_usage_errors_unless_stage1_is_skipped(tmp_path:
         ("--avg-fraction", "-1", "--avg-fraction must be between 0 and 1, got -1.0"),
         ("--processes", "-1", "--processes must be >= 1"),
         ("--threads", "-3", "--threads must be >= 1"),
-        ("--pitch", "7", "--pitch takes 0 or 1, got 7"),
+        ("--pitch", "7", "--pitch takes 0, 1 or 2, got 7"),
         ("--mrd-loss-scale", "-1", "--mrd-loss-scale must be a finite number >= 0, got -1.0"),
         ("--bandwidth", "nan", "--bandwidth must be a finite number > 0, got nan"),
         ("--model-name", "nosuch", "--model-name / --codec: unknown model name 'nosuch'"),
