@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
@@ -92,14 +93,26 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     return device
 
 
+class _LazyFileHandler(logging.FileHandler):
+    """A file handler that creates the file, and its folder, only when the first record is written."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, delay=True)
+
+    def _open(self) -> TextIO:
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def setup_logging(verbose: bool = False, log_file: str | Path | None = None) -> None:
     """Root logging in the one project format: INFO (DEBUG with ``verbose``) to stderr, plus ``log_file``.
 
     The stderr set-up is left alone when the process already configured logging (a caller, pytest).
+    ``log_file`` and its folder are created with the first record, so a run that fails its checks
+    before logging anything leaves no folder behind (e.g. a mistyped ``--exp-dir``).
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
     if log_file is not None:
-        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
+        handler = _LazyFileHandler(log_file)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         logging.getLogger().addHandler(handler)

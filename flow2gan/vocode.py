@@ -33,7 +33,7 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -416,7 +416,7 @@ def manifest_output_path(output_dir: Path, source: str, root: str | None) -> Pat
 def vocode_manifest(
     model: MelAudioGenerator,
     cond_fn: nn.Module,
-    manifest: str | Path,
+    sources: Sequence[str],
     output_dir: Path,
     root_path: str | None = None,
     n_timesteps: int | None = None,
@@ -427,12 +427,13 @@ def vocode_manifest(
 ) -> int:
     """Vocode every recording of a manifest in un-shuffled padded batches; returns the files written.
 
-    ``cond_fn`` maps padded audio (B, T) to the model's condition (its log-mel, or codes); outputs
-    are cut to each input's length. Silent files (RMS < 0.005) are skipped, as in the reference.
+    ``sources`` are the manifest's audio files in order (:func:`read_manifest_sources`). ``cond_fn``
+    maps padded audio (B, T) to the model's condition (its log-mel, or codes); outputs are cut to each
+    input's length. Silent files (RMS < 0.005) are skipped, as in the reference.
     """
     device = torch.device(device)
     sr = model.config.sampling_rate
-    dataset = ManifestAudio(read_manifest_sources(manifest), sr)
+    dataset = ManifestAudio(list(sources), sr)
     loader = DataLoader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_whole_files
     )

@@ -22,13 +22,13 @@ from flow2gan.training.data import (
     SeededSampler,
     WeightedLoaderMixer,
     collate_audio,
-    load_recordings,
     make_test_batch,
     make_train_loaders,
     make_valid_loaders,
     seed_worker,
     set_loader_epoch,
 )
+from flow2gan.training.manifests import load_recordings
 
 SR = 24000
 

@@ -5,13 +5,14 @@ import re
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 from lhotse import AudioSource, Recording, RecordingSet
 
 from flow2gan.bin import evaluate, finetune, pretrain, save_averaged_model, stream
 from flow2gan.config import get_generator_config
 from flow2gan.models.gan import GANLossScales
-from flow2gan.training.data import check_manifest
+from flow2gan.training.manifests import check_manifest
 from flow2gan.training.options import (
     check_inputs,
     common_options,
@@ -24,9 +25,15 @@ from flow2gan.training.options import (
 DATA = ["--train-recordings", "a.jsonl.gz,b.jsonl.gz", "--valid-recordings", "v.jsonl.gz"]
 
 
+def wav_source(folder: Path) -> AudioSource:
+    """A 1 s silent WAV in ``folder`` (the checks read the first 10 ms of a manifest's audio)."""
+    sf.write(folder / "x.wav", torch.zeros(24000).numpy(), 24000)
+    return AudioSource(type="file", channels=[0], source=str(folder / "x.wav"))
+
+
 def write_manifests(folder: Path) -> None:
-    """The manifests DATA names, each with one (never read) recording."""
-    source = AudioSource(type="file", channels=[0], source="x.wav")
+    """The manifests DATA names, each with one recording (1 s of silence)."""
+    source = wav_source(folder)
     recording = Recording("x", [source], sampling_rate=24000, num_samples=24000, duration=1.0)
     for name in ("a.jsonl.gz", "b.jsonl.gz", "v.jsonl.gz"):
         RecordingSet.from_recordings([recording]).to_file(folder / name)
@@ -190,7 +197,7 @@ def test_input_checks_follow_the_resume_point(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=missing):
             check(*extra)
     (tmp_path / "exp").mkdir()
-    torch.save({"model": {}}, tmp_path / "exp" / "epoch-1.pt")
+    torch.save({"model": {}, "batch_idx_train": 7}, tmp_path / "exp" / "epoch-1.pt")
     check("--resume", "auto")
     check("--start-epoch", "2")
     with pytest.raises(ValueError, match="--start-epoch: cannot resume at epoch 3: exp/epoch-2.pt does not"):
@@ -330,8 +337,24 @@ def test_check_manifest_reads_the_first_record(tmp_path):
             check_manifest(tmp_path / name)
 
 
+def test_check_manifest_reads_the_first_recordings_audio(tmp_path, monkeypatch):
+    """A manifest whose audio is gone or unreadable fails before any work, naming file and recording."""
+    monkeypatch.chdir(tmp_path)
+    source = AudioSource(type="file", channels=[0], source="wav/x.wav")  # relative, as a user may write
+    rec = Recording("x", [source], sampling_rate=24000, num_samples=24000, duration=1.0)
+    RecordingSet.from_recordings([rec]).to_file("m.jsonl.gz")
+    with pytest.raises(ValueError, match=r"the audio file 'wav/x.wav' of recording 'x' does not exist \(rel"):
+        check_manifest("m.jsonl.gz")
+    (tmp_path / "wav").mkdir()
+    (tmp_path / "wav" / "x.wav").write_text("not audio")
+    with pytest.raises(ValueError, match="cannot read the audio of recording 'x': .*Format not recognised"):
+        check_manifest("m.jsonl.gz")
+    sf.write(tmp_path / "wav" / "x.wav", torch.zeros(24000).numpy(), 24000)
+    check_manifest("m.jsonl.gz")
+
+
 def test_check_manifest_needs_a_recording_the_duration_filter_keeps(tmp_path):
-    source = AudioSource(type="file", channels=[0], source="x.wav")
+    source = wav_source(tmp_path)
     short = [
         Recording(f"s{i}", [source], sampling_rate=24000, num_samples=1200, duration=0.05) for i in range(3)
     ]

@@ -64,10 +64,13 @@ def test_killed_run_resumes_bit_identical(manifest, tmp_path, stage):
     # files a crash can leave: a temporary file of the atomic writer and a truncated checkpoint
     (killed / ".epoch-2-batch-6.pt.x1.tmp").write_bytes(b"partial")
     (killed / "epoch-2-batch-9.pt").write_bytes(b"truncated")
-    newest_good = resume_candidates(killed)[1]
+    # and a readable file that holds no training state (an exported generator)
+    (killed / "epoch-2-batch-8.pt").write_bytes((PARITY / "tiny_24k.pt").read_bytes())
+    newest_good = resume_candidates(killed)[2]
     assert cli.main([*flags(manifest, killed, extra), "--resume", "auto"]) == 0
     log = "".join(p.read_text() for p in (killed / "log").glob("log-train-*"))
     assert "skipping unreadable checkpoint" in log
+    assert "epoch-2-batch-8.pt has no batch_idx_train (an int)" in log
     assert newest_good.batches_done > 0  # the kill came mid-epoch
     assert f"resumed epoch at batch {newest_good.batches_done}" in log
     a = torch.load(full / "epoch-2.pt", weights_only=True)

@@ -1,6 +1,7 @@
 """Stage-1 training through the real CLIs on the project's test_data: learning, checkpoints, resume."""
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from conftest import PARITY, REPO
 
 from flow2gan import get_model
 from flow2gan.bin import finetune, infer, prepare_manifests, pretrain, save_averaged_model
+from flow2gan.training import options
 
 TINY = str(PARITY / "tiny_24k_config.json")
 WAVS = REPO / "test_data" / "wav"
@@ -107,13 +109,27 @@ def test_resume_reproduces_uninterrupted_run(manifests, tmp_path):
     assert torch.load(tmp_path / "split" / "epoch-4.pt", weights_only=True)["batch_idx_train"] == 7
 
 
-def test_resume_needs_previous_checkpoint(manifests, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("epoch_file", "message"),
+    [
+        (None, "cannot resume at epoch 3: {exp}/epoch-2.pt does not exist"),
+        # an exported generator copied in by hand: weights, but no training state
+        ("export", "{exp}/epoch-2.pt has no batch_idx_train (an int): not a checkpoint of rank 0"),
+        ("tensor-model", "{exp}/epoch-2.pt has no model (a state dict), batch_idx_train (an int)"),
+    ],
+)
+def test_resume_needs_a_training_checkpoint(manifests, tmp_path, capsys, epoch_file, message):
+    """--start-epoch names the epoch file it cannot resume from before any work (no KeyError later)."""
+    if epoch_file == "export":
+        (tmp_path / "epoch-2.pt").write_bytes((PARITY / "tiny_24k.pt").read_bytes())
+    elif epoch_file == "tensor-model":
+        torch.save({"model": torch.zeros(3)}, tmp_path / "epoch-2.pt")
     args = common_args(manifests["all"], manifests["all"], tmp_path, 3, "--start-epoch", "3")
     with pytest.raises(SystemExit) as exit_info:
         pretrain.main(args)
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "--start-epoch: cannot resume at epoch 3" in err and "epoch-2.pt does not exist" in err
+    assert "--start-epoch: " + message.format(exp=tmp_path) in capsys.readouterr().err
+    assert not (tmp_path / "log").exists()
 
 
 @pytest.mark.slow
@@ -251,13 +267,31 @@ def test_finetune_alternation_checkpoints_and_export(manifests, tmp_path):
         assert sf.info(pred / wav.name).frames == sf.info(wav).frames
 
 
-def test_infer_manifest_with_checkpoint(manifests, tmp_path, monkeypatch):
+def test_infer_with_a_mistyped_exp_dir_leaves_no_folder(manifests, tmp_path, capsys):
+    """The log file (and <exp-dir>/log) appears with the first record, not before the epoch check."""
+    exp = tmp_path / "exp" / "finetnue"
+    argv = ["--exp-dir", str(exp), "--epoch", "3", "--avg", "1", "--use-averaged-model", "false"]
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            infer.main([*argv, "--test-recordings", str(manifests["all"])])
+    finally:
+        root.handlers = handlers  # drop the file handler main() added to this process's root logger
+    assert exit_info.value.code == 2
+    assert f"{exp}/epoch-3.pt does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()
+
+
+def test_infer_manifest_with_checkpoint(manifests, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)  # as the CLI's own set-up does outside pytest
     out = tmp_path / "out"
     flags = ["--checkpoint", str(PARITY / "tiny_24k.pt"), "--model-name", TINY, "--load-gan", "false"]
     flags += ["--test-recordings", str(manifests["all"]), "--root-path", str(WAVS), "--num-workers", "0"]
     assert infer.main([*flags, "--output-dir", str(out), "--exp-dir", str(tmp_path), "--seed", "1"]) == 0
     assert sorted(p.name for p in out.glob("*.wav")) == sorted(p.name for p in WAVS.glob("*.wav"))
-    assert list((tmp_path / "log").glob("log-infer-*"))
+    (log,) = (tmp_path / "log").glob("log-infer-*")
+    assert f"wrote {len(list(WAVS.glob('*.wav')))} files to {out}" in log.read_text()
     monkeypatch.chdir(tmp_path)
     # --checkpoint needs no --load-gan false; absolute source paths are not mirrored without --root-path.
     flat = tmp_path / "flat"
@@ -352,16 +386,24 @@ def test_infer_fails_when_no_recording_could_be_vocoded(tmp_path, caplog):
     assert "none of the 1 recordings was vocoded" in caplog.text
 
 
-def test_training_stops_when_no_recording_can_be_read(manifests, tmp_path):
-    """A manifest whose audio is all gone stops with the reason instead of saving an untrained epoch."""
+def test_training_stops_when_no_recording_can_be_read(manifests, tmp_path, capsys, monkeypatch):
+    """A manifest whose audio is gone is a usage error before any work; audio that goes missing after
+    the start-up checks stops training with the reason instead of saving an untrained epoch."""
     gone = tmp_path / "gone.jsonl"
     source = {"type": "file", "channels": [0], "source": str(tmp_path / "gone.wav")}
     rec = {"id": "gone", "sources": [source], "sampling_rate": 24000, "num_samples": 24000, "duration": 1.0}
     gone.write_text(json.dumps(rec) + "\n")
+    args = common_args(gone, manifests["one"], tmp_path / "exp", 1, "--batch-size", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain.main(args)
+    assert exit_info.value.code == 2
+    assert f"the audio file '{tmp_path / 'gone.wav'}' of recording 'gone' does not" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()
+    monkeypatch.setattr(options, "check_manifest", lambda *args, **kwargs: None)  # gone after the checks
     with pytest.raises(
         RuntimeError, match="epoch 1: all 1 batches were empty: no training recording could be"
     ):
-        pretrain.main(common_args(gone, manifests["one"], tmp_path / "exp", 1, "--batch-size", "1"))
+        pretrain.main(args)
     assert not (tmp_path / "exp" / "epoch-1.pt").exists()
 
 

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{flag} {folder} is a file, not a folder")
     try:
         args.device = resolve_device(args.device)
-        n_recordings = len(read_manifest_sources(args.test_recordings))
+        sources = read_manifest_sources(args.test_recordings)
     except ValueError as exc:
         p.error(str(exc))
     setup_logging(log_file=args.exp_dir / "log" / f"log-infer-{time.strftime('%Y-%m-%d-%H-%M-%S')}")
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     written = vocode_manifest(
         model,
         cond_fn,
-        args.test_recordings,
+        sources,
         output_dir,
         root_path=args.root_path,
         n_timesteps=n_timesteps,
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logger.info("wrote %d files to %s", written, output_dir)
     if written == 0:
-        logger.error("none of the %d recordings was vocoded (unreadable or silent; see above)", n_recordings)
+        logger.error("none of the %d recordings was vocoded (unreadable or silent; see above)", len(sources))
         return 1
     return 0
 

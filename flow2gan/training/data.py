@@ -29,6 +29,7 @@ from torch.utils.data import (
 )
 
 from flow2gan.audio import pad_batch, peak_normalize, resample
+from flow2gan.training.manifests import MIN_DURATION, load_recordings
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ Mode = Literal["train", "valid", "test"]
 RandomSource = np.random.Generator | ModuleType  # a seeded Generator, or the ``numpy.random`` module
 Batch = tuple[Tensor, Tensor, list[str]]
 
-MIN_DURATION = 0.1
 VALID_GAIN_DB = -3.0
 TRAIN_GAIN_RANGE_DB = (-6.0, -1.0)
 SHAR_SHUFFLE_BUFFER = 500  # Shar cuts (with their encoded audio) held per worker for the cut-order shuffle
@@ -48,50 +48,6 @@ class AudioItem(NamedTuple):
     audio: Tensor
     silent: bool
     name: str
-
-
-def check_manifest(path: str | Path, min_duration: float | None = None) -> None:
-    """``ValueError`` unless ``path`` is a RecordingSet manifest listing a recording > ``min_duration`` s.
-
-    Reads lazily up to the first such recording (usually the first line; ``None``: any recording), so an
-    empty, corrupt or wrong-kind file, or one whose recordings the training duration filter would all
-    drop, fails before any work; the audio it lists is not opened.
-    """
-    count = 0
-    try:
-        recordings = RecordingSet.from_file(path)
-        for rec in recordings if recordings is not None else ():
-            if not isinstance(rec, Recording):
-                break
-            count += 1
-            if min_duration is None or rec.duration > min_duration:
-                return
-    except Exception as exc:  # lhotse/gzip/json raise many kinds; all mean "not a manifest"
-        raise ValueError(f"'{path}' is not a readable RecordingSet manifest ({exc})") from exc
-    if count == 0:
-        raise ValueError(f"'{path}' is empty or not a RecordingSet manifest")
-    raise ValueError(
-        f"'{path}' has no recording longer than {min_duration} s, the shortest training keeps "
-        f"({count} read, none longer)"
-    )
-
-
-def load_recordings(path: str, min_duration: float | None = MIN_DURATION) -> RecordingSet:
-    """Eagerly load a RecordingSet manifest, dropping recordings ≤ ``min_duration`` s (None: keep all).
-
-    ``ValueError`` for an empty file (lhotse reads it as nothing).
-    """
-    recordings = RecordingSet.from_file(path)
-    if recordings is None:
-        raise ValueError(f"manifest {path} is empty")
-    recordings = recordings.to_eager()
-    if min_duration is None:
-        return recordings
-    kept = [rec for rec in recordings if rec.duration > min_duration]
-    dropped = len(recordings) - len(kept)
-    if dropped:
-        logger.info("%s: dropped %d recordings of duration <= %.3f s", path, dropped, min_duration)
-    return RecordingSet.from_recordings(kept)
 
 
 def recording_name(rec: Recording) -> str:

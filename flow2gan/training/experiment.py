@@ -153,13 +153,16 @@ def save_training_checkpoint(
     logger.info("saved %s", path)
 
 
-def read_training_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a training checkpoint; files with non-tensor objects (reference runs) load as trusted."""
+def read_training_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a training checkpoint; files with non-tensor objects (reference runs) load as trusted.
+
+    ``mmap``: see :func:`flow2gan.weights.read_checkpoint`.
+    """
     try:
-        return read_checkpoint(path, weights_only=True)
+        return read_checkpoint(path, weights_only=True, mmap=mmap)
     except UnsafeCheckpointError:
         logger.warning("%s holds Python objects beyond tensors; loading it as a trusted file", path)
-        return read_checkpoint(path, weights_only=False)
+        return read_checkpoint(path, weights_only=False, mmap=mmap)
 
 
 def restore_training_state(
@@ -187,24 +190,38 @@ _EPOCH_ENTRIES = {
     "model": (dict, "a state dict"),
     "model_avg": (dict, "a state dict"),
     "batch_idx_train": (int, "an int"),
+    "mid_epoch": (dict, "a dict"),
 }
 
 
-def read_epoch_entries(exp_dir: Path, epoch: int, *keys: str) -> dict[str, Any]:
-    """``epoch-{epoch}.pt`` of ``exp_dir`` as read by :func:`read_training_checkpoint`, checked to hold
-    ``keys`` (of ``model``, ``model_avg``, ``batch_idx_train``) with values of the right type;
-    ``ValueError`` naming the file and what it lacks otherwise (a bare weight file, a file of a non-zero
-    rank, which has no ``model_avg``, a hand-made one)."""
-    path = epoch_path(exp_dir, epoch)
-    ckpt = read_training_checkpoint(path)
+def check_entries(ckpt: dict[str, Any], path: Path, *keys: str) -> dict[str, Any]:
+    """``ckpt`` (read from ``path``), checked to hold ``keys`` (of ``model``, ``model_avg``,
+    ``batch_idx_train``, ``mid_epoch``) with values of the right type; ``ValueError`` naming the file and
+    what it lacks otherwise (a bare or exported weight file, a file of a non-zero rank, which has no
+    ``model_avg``, a hand-made one)."""
     lacking = [
         f"{key} ({_EPOCH_ENTRIES[key][1]})"
         for key in keys
         if not isinstance(ckpt.get(key), _EPOCH_ENTRIES[key][0])
     ]
     if lacking:
-        raise ValueError(f"{path} has no {', '.join(lacking)}: not an epoch file of rank 0 of a training run")
+        raise ValueError(f"{path} has no {', '.join(lacking)}: not a checkpoint of rank 0 of a training run")
     return ckpt
+
+
+def read_epoch_entries(exp_dir: Path, epoch: int, *keys: str) -> dict[str, Any]:
+    """``epoch-{epoch}.pt`` of ``exp_dir`` as read by :func:`read_training_checkpoint`, checked by
+    :func:`check_entries` to hold ``keys``."""
+    path = epoch_path(exp_dir, epoch)
+    return check_entries(read_training_checkpoint(path), path, *keys)
+
+
+def read_resume_checkpoint(point: ResumePoint, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint a run continues from, checked to hold what resuming reads: ``model`` and
+    ``batch_idx_train``, and ``mid_epoch`` for a mid-epoch file. ``mmap`` leaves the tensors on disk (a
+    cheap check before any work). Raises ``FileNotFoundError`` or ``ValueError`` naming the file."""
+    keys = ("model", "batch_idx_train", *(("mid_epoch",) if point.batches_done else ()))
+    return check_entries(read_training_checkpoint(point.path, mmap=mmap), point.path, *keys)
 
 
 def averaged_state_dict(

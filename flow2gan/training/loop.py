@@ -29,7 +29,7 @@ from flow2gan.training.experiment import (
     epoch_path,
     mid_epoch_path,
     prune_checkpoints,
-    read_training_checkpoint,
+    read_resume_checkpoint,
     restore_training_state,
     resume_points,
     save_training_checkpoint,
@@ -115,8 +115,8 @@ class Trainer:
         """Load the first readable candidate (``--resume auto`` skips unreadable files with a warning)."""
         for point in candidates:
             try:
-                ckpt = read_training_checkpoint(point.path)
-            except Exception as exc:  # truncated or foreign files fail in many ways
+                ckpt = read_resume_checkpoint(point)
+            except Exception as exc:  # truncated, foreign or exported files fail in many ways
                 if self.opts.resume != "auto":
                     raise
                 logger.warning("skipping unreadable checkpoint %s: %s", point.path, exc)

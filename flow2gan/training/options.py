@@ -28,9 +28,9 @@ from flow2gan.config import GeneratorConfig, TokenGeneratorConfig, get_generator
 from flow2gan.models.discriminators import MRD_RESOLUTIONS
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 from flow2gan.training.condition import check_codec
-from flow2gan.training.data import MIN_DURATION, check_loader_weights, check_manifest
-from flow2gan.training.experiment import resume_points
-from flow2gan.weights import read_checkpoint
+from flow2gan.training.data import check_loader_weights
+from flow2gan.training.experiment import read_resume_checkpoint, resume_points
+from flow2gan.training.manifests import MIN_DURATION, check_manifest
 
 T = TypeVar("T")
 
@@ -239,7 +239,7 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
         points = resume_points(opts.exp_dir, opts.resume, opts.start_epoch)
         if opts.resume != "auto":  # --resume auto skips unreadable files itself
             for point in points:
-                read_checkpoint(point.path, mmap=True)  # tensors stay on disk
+                read_resume_checkpoint(point, mmap=True)
     except (FileNotFoundError, ValueError) as exc:
         raise ValueError(f"--start-epoch: {exc}") from exc
     fresh_start = not points
