@@ -197,6 +197,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and 30 lost more, one seed; 0: the mean over pitch lags alone)",
     )
     p.add_argument(
+        "--mpd-loss-scale",
+        type=float,
+        default=1.0,
+        help="MPD weights (hinge, adversarial, feature matching) in the G/D phase (default 1, the paper's; "
+        "5 lost PESQ and left pitch where it was, benchmarks/README.md rounds M and N; 0 = MRD only)",
+    )
+    p.add_argument(
         "--mrd-loss-scale",
         type=float,
         default=0.1,
@@ -265,8 +272,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for flag, value in (("--stage1-share", args.stage1_share), ("--avg-fraction", args.avg_fraction)):
         if not 0 <= value <= 1:
             p.error(f"{flag} must be between 0 and 1, got {value}")
-    if not (math.isfinite(args.mrd_loss_scale) and args.mrd_loss_scale >= 0):
-        p.error(f"--mrd-loss-scale must be a finite number >= 0, got {args.mrd_loss_scale}")
+    for flag, value in (("--mpd-loss-scale", args.mpd_loss_scale), ("--mrd-loss-scale", args.mrd_loss_scale)):
+        if not (math.isfinite(value) and value >= 0):
+            p.error(f"{flag} must be a finite number >= 0, got {value}")
     if args.pitch not in (0, 1, 2):
         p.error(f"--pitch takes 0, 1 or 2, got {args.pitch}")
     if args.stage1_checkpoint is not None and args.stage1_share == 1:
@@ -373,6 +381,9 @@ def stage2_flags(args: argparse.Namespace, paths: RunPaths) -> list[str]:
         "--stft-loss-scale", str(args.stft_loss_scale),
         "--periodicity-loss-scale", str(args.periodicity_loss_scale),
         "--periodicity-peak-weight", str(args.periodicity_peak_weight),
+        "--disc-loss-mp-scale", str(args.mpd_loss_scale),
+        "--gen-loss-mp-scale", str(args.mpd_loss_scale),
+        "--feat-map-loss-mp-scale", str(args.mpd_loss_scale),
         "--disc-loss-mr-scale", str(args.mrd_loss_scale),
         "--gen-loss-mr-scale", str(args.mrd_loss_scale),
         "--feat-map-loss-mr-scale", str(args.mrd_loss_scale),

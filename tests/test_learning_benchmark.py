@@ -12,6 +12,7 @@ from conftest import PARITY, REPO
 
 from flow2gan import get_model
 from flow2gan.config import get_generator_config
+from flow2gan.training.options import finetune_parser, gan_options
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -65,6 +66,16 @@ def test_defaults_are_the_measured_cpu_settings(tmp_path: Path) -> None:
         0.5,
         2000.0,
     )
+
+
+def test_discriminator_weights_reach_the_stage2_options(tmp_path: Path) -> None:
+    """--mpd/--mrd-loss-scale set each discriminator's hinge, adversarial and feature-matching weights."""
+    argv = [*contract_args(WAVS, WAVS, tmp_path / "out"), "--mpd-loss-scale", "5", "--mrd-loss-scale", "0"]
+    args = learning.parse_args(argv)
+    flags = learning.stage2_flags(args, learning.run_paths(args))
+    scales = gan_options(finetune_parser().parse_args(flags)).loss_scales
+    assert (scales.disc_loss_mp_scale, scales.gen_loss_mp_scale, scales.feat_map_loss_mp_scale) == (5, 5, 5)
+    assert (scales.disc_loss_mr_scale, scales.gen_loss_mr_scale, scales.feat_map_loss_mr_scale) == (0, 0, 0)
 
 
 @pytest.mark.parametrize(
@@ -121,6 +132,7 @@ def test_bad_stage1_settings_are_usage_errors_unless_stage1_is_skipped(tmp_path:
         ("--threads", "-3", "--threads must be >= 1"),
         ("--pitch", "7", "--pitch takes 0, 1 or 2, got 7"),
         ("--mrd-loss-scale", "-1", "--mrd-loss-scale must be a finite number >= 0, got -1.0"),
+        ("--mpd-loss-scale", "inf", "--mpd-loss-scale must be a finite number >= 0, got inf"),
         ("--bandwidth", "nan", "--bandwidth must be a finite number > 0, got nan"),
         ("--model-name", "nosuch", "--model-name / --codec: unknown model name 'nosuch'"),
         ("--codec", "some/codec", "--codec some/codec is only for token-conditioned models"),
