@@ -117,7 +117,8 @@ def read_checkpoint(path: str | Path, weights_only: bool = True, mmap: bool = Fa
 
     With ``weights_only`` (the default) only tensors, plain values and :data:`SAFE_GLOBALS` are
     unpickled, so the reference's ``epoch-N.pt`` files are read without trusting them. ``mmap`` maps
-    the tensors instead of reading them (a cheap check that the file loads). Raises
+    the tensors instead of reading them (a cheap check that the file loads; files of torch's legacy
+    format, which cannot be mapped, are read). Raises
     ``FileNotFoundError`` for a missing file, :class:`UnsafeCheckpointError` for other pickled objects,
     and ``ValueError`` naming the path and what the file is when it cannot be read or holds no weights.
     """
@@ -126,6 +127,7 @@ def read_checkpoint(path: str | Path, weights_only: bool = True, mmap: bool = Fa
         raise ValueError(f"checkpoint {path} is a folder, not a weight file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    mmap = mmap and zipfile.is_zipfile(path)
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             ckpt = torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)

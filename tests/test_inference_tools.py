@@ -1,5 +1,6 @@
 """The inference tools agree: offline hub errors, stored configs and step counts, file permissions, help."""
 
+import json
 import logging
 import os
 import socket
@@ -70,8 +71,10 @@ def test_unreachable_hub_fails_fast(empty_cache, monkeypatch):
 )
 def test_every_tool_has_the_same_offline_exit_code(empty_cache, monkeypatch, tmp_path, caplog, tool, args):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    manifest = tmp_path / "m.jsonl"  # read before the model is loaded; its audio never is
-    manifest.write_text('{"id": "x", "sources": [{"type": "file", "channels": [0], "source": "x.wav"}]}\n')
+    manifest = tmp_path / "m.jsonl"  # read before the model is loaded; its audio is only found, not read
+    (tmp_path / "x.wav").touch()
+    source = {"type": "file", "channels": [0], "source": str(tmp_path / "x.wav")}
+    manifest.write_text(json.dumps({"id": "x", "sources": [source]}) + "\n")
     args = [str(manifest) if a == "M" else a.replace("OUT", str(tmp_path / "out")) for a in args]
     args += ["--exp-dir", str(tmp_path / "exp")] if tool is infer_cli.main else []
     with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exc:

@@ -197,19 +197,59 @@ def test_input_checks_follow_the_resume_point(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=missing):
             check(*extra)
     (tmp_path / "exp").mkdir()
-    torch.save({"model": {}, "batch_idx_train": 7}, tmp_path / "exp" / "epoch-1.pt")
+    gan_weights = {"generator.w": torch.zeros(2)}  # stage 2's model is the GAN wrapper
+    torch.save({"model": gan_weights, "batch_idx_train": 7}, tmp_path / "exp" / "epoch-1.pt")
     check("--resume", "auto")
     check("--start-epoch", "2")
+    with pytest.raises(
+        ValueError, match="--resume auto picks the newest checkpoint itself: leave out --start"
+    ):
+        check("--resume", "auto", "--start-epoch", "2")
     with pytest.raises(ValueError, match="--start-epoch: cannot resume at epoch 3: exp/epoch-2.pt does not"):
         check("--start-epoch", "3")
+    (tmp_path / "exp" / "epoch-2.pt").mkdir()
+    with pytest.raises(
+        ValueError, match="--start-epoch: cannot resume at epoch 3: exp/epoch-2.pt is not a f"
+    ):
+        check("--start-epoch", "3")
+    (tmp_path / "exp" / "epoch-2.pt").rmdir()
     (tmp_path / "exp" / "epoch-2.pt").write_bytes(b"\x00" * 64)  # read before any start-up
     with pytest.raises(ValueError, match="--start-epoch: cannot read checkpoint exp/epoch-2.pt: it is not a"):
         check("--start-epoch", "3")
-    check("--resume", "auto")  # which skips unreadable files itself
+    check("--resume", "auto")  # skips the unreadable epoch-2.pt: epoch-1.pt can be resumed
+    # a legacy-format (non-zip) file cannot be memory-mapped: it is read instead
+    legacy = {"model": gan_weights, "batch_idx_train": 9}
+    torch.save(legacy, tmp_path / "exp" / "epoch-2.pt", _use_new_zipfile_serialization=False)
+    check("--start-epoch", "3")
+    # a stage-1 checkpoint in a stage-2 folder: named, before any work; with auto when nothing else is left
+    torch.save({"model": {"w": torch.zeros(2)}, "batch_idx_train": 7}, tmp_path / "exp" / "epoch-1.pt")
+    stage1 = "exp/epoch-1.pt was saved by stage 1 (pretrain), which stage 2 (finetune) cannot resume"
+    with pytest.raises(ValueError, match=re.escape(f"--start-epoch: {stage1}")):
+        check("--start-epoch", "2")
+    (tmp_path / "exp" / "epoch-2.pt").unlink()
+    with pytest.raises(
+        ValueError, match=re.escape("--resume auto: none of the 1 checkpoint(s) can be resumed")
+    ):
+        check("--resume", "auto")
     (tmp_path / "file").touch()
     for exp_dir in ("file", "file/sub"):
         with pytest.raises(ValueError, match=f"--exp-dir: '{exp_dir}' is not a folder or is inside a file"):
             check("--exp-dir", exp_dir)
+
+
+def test_the_stage1_generator_must_be_a_weight_file(tmp_path, monkeypatch):
+    """--generator-model-path is read (tensors left on disk) before any work when the run starts fresh."""
+    monkeypatch.chdir(tmp_path)
+    write_manifests(tmp_path)
+    parse = finetune_parser().parse_args
+    flags = [*DATA, "--model-name", "mel_24k_small", "--exp-dir", "exp", "--generator-model-path", "g.pt"]
+    torch.save(torch.zeros(3), tmp_path / "g.pt")
+    with pytest.raises(
+        ValueError, match="--generator-model-path: checkpoint g.pt holds a Tensor, expected a d"
+    ):
+        check_inputs(common_options(parse(flags)), gan_options(parse(flags)))
+    torch.save({"model": {"w": torch.zeros(3)}}, tmp_path / "g.pt")
+    check_inputs(common_options(parse(flags)), gan_options(parse(flags)))
 
 
 @pytest.mark.parametrize(
@@ -345,9 +385,14 @@ def test_check_manifest_reads_the_first_recordings_audio(tmp_path, monkeypatch):
     RecordingSet.from_recordings([rec]).to_file("m.jsonl.gz")
     with pytest.raises(ValueError, match=r"the audio file 'wav/x.wav' of recording 'x' does not exist \(rel"):
         check_manifest("m.jsonl.gz")
-    (tmp_path / "wav").mkdir()
+    (tmp_path / "wav" / "x.wav").mkdir(parents=True)
+    with pytest.raises(ValueError, match="the audio file 'wav/x.wav' of recording 'x' is not a file \\(rel"):
+        check_manifest("m.jsonl.gz")
+    (tmp_path / "wav" / "x.wav").rmdir()
     (tmp_path / "wav" / "x.wav").write_text("not audio")
-    with pytest.raises(ValueError, match="cannot read the audio of recording 'x': .*Format not recognised"):
+    with pytest.raises(
+        ValueError, match=r"cannot read the audio of recording 'x' \('wav/x.wav'\): .*Format not recognised"
+    ):
         check_manifest("m.jsonl.gz")
     sf.write(tmp_path / "wav" / "x.wav", torch.zeros(24000).numpy(), 24000)
     check_manifest("m.jsonl.gz")

@@ -13,6 +13,7 @@ from conftest import PARITY, REPO
 from flow2gan import get_model
 from flow2gan.bin import finetune, infer, prepare_manifests, pretrain, save_averaged_model
 from flow2gan.training import options
+from flow2gan.training.experiment import restore_training_state
 
 TINY = str(PARITY / "tiny_24k_config.json")
 WAVS = REPO / "test_data" / "wav"
@@ -130,6 +131,32 @@ def test_resume_needs_a_training_checkpoint(manifests, tmp_path, capsys, epoch_f
     assert exit_info.value.code == 2
     assert "--start-epoch: " + message.format(exp=tmp_path) in capsys.readouterr().err
     assert not (tmp_path / "log").exists()
+
+
+def test_prepare_manifests_usage_errors(tmp_path, capsys):
+    """A missing folder or a bad value exits with 2 before scanning; a folder without audio with 1."""
+    out = ["--out", str(tmp_path / "m.jsonl.gz")]
+    cases = [
+        (["--wav-dir", str(tmp_path / "nope"), *out], f"--wav-dir {tmp_path / 'nope'} does not exist"),
+        (["--wav-dir", str(WAVS), *out, "--repeat", "0"], "--repeat must be >= 1, got 0"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            prepare_manifests.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert prepare_manifests.main(["--wav-dir", str(tmp_path / "empty"), *out]) == 1
+    assert not (tmp_path / "m.jsonl.gz").exists()
+
+
+def test_resuming_weights_of_another_config_names_the_file():
+    """Another config's weights (same names, other shapes) fail with the file named, not a size traceback."""
+    model = torch.nn.Linear(2, 3)
+    ckpt = {"model": {"weight": torch.zeros(4, 2), "bias": torch.zeros(4)}, "batch_idx_train": 1}
+    with pytest.raises(
+        ValueError, match=r"cannot resume from x/epoch-1.pt: .*shape mismatch.*weight \(4, 2\)"
+    ):
+        restore_training_state(ckpt, Path("x/epoch-1.pt"), model, None, {})
 
 
 @pytest.mark.slow
@@ -350,6 +377,11 @@ def test_bad_epoch_files_and_manifests_are_usage_errors(manifests, tmp_path, cap
             window(4, "--model-name", TINY, "--load-gan", "true", "--gan-name", "x"),
             "unknown GAN config",
         ),
+        (
+            vocode,  # infer's --load-gan defaults to true (stage 2), a stage-1 folder needs false
+            [*window(4, "--model-name", TINY), "--test-recordings", str(manifests["all"])],
+            "epoch-4.pt holds a stage-1 (pretrain) generator, not the GAN of a stage-2 run: pass --load-gan",
+        ),
         (vocode, infer_args(manifests["all"]), "epoch-2.pt: it is an empty file"),
         (vocode, infer_args(tmp_path / "none.jsonl"), "cannot read manifest"),
         (vocode, infer_args(tmp_path / "empty.jsonl"), "lists no recordings"),
@@ -369,7 +401,9 @@ def test_bad_epoch_files_and_manifests_are_usage_errors(manifests, tmp_path, cap
         assert message in capsys.readouterr().err, argv
 
 
-def test_infer_fails_when_no_recording_could_be_vocoded(tmp_path, caplog):
+def test_infer_fails_when_no_recording_could_be_vocoded(tmp_path, caplog, capsys):
+    """Audio that is all missing is a usage error up front; audio that exists but cannot be read is
+    skipped file by file, and a run that vocoded nothing exits with 1."""
     manifest = tmp_path / "gone.jsonl"
     source = {"type": "file", "channels": [0], "source": str(tmp_path / "gone.wav")}
     manifest.write_text(json.dumps({"id": "gone", "sources": [source]}) + "\n")
@@ -382,6 +416,13 @@ def test_infer_fails_when_no_recording_could_be_vocoded(tmp_path, caplog):
         "--exp-dir",
         str(tmp_path),
     ]
+    with pytest.raises(SystemExit) as exit_info:
+        infer.main(flags)
+    assert exit_info.value.code == 2
+    assert f"none of the 1 audio files of {manifest} exists (the first: '{tmp_path}/gone.wav'" in (
+        capsys.readouterr().err
+    )
+    (tmp_path / "gone.wav").write_text("not audio")
     assert infer.main(flags) == 1
     assert "none of the 1 recordings was vocoded" in caplog.text
 

@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         sources = read_manifest_sources(args.test_recordings)
     except ValueError as exc:
         p.error(str(exc))
+    if not any(Path(source).is_file() for source in sources):
+        p.error(
+            f"none of the {len(sources)} audio files of {args.test_recordings} exists (the first: "
+            f"'{sources[0]}'; relative paths are read from the current folder, {Path.cwd()})"
+        )
     setup_logging(log_file=args.exp_dir / "log" / f"log-infer-{time.strftime('%Y-%m-%d-%H-%M-%S')}")
     tune_malloc()
     if args.checkpoint or args.hf_model_name:

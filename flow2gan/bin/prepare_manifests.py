@@ -68,7 +68,8 @@ def write_shar(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Scan ``--wav-dir``, write ``--out`` and/or ``--shar-dir``; exit code 1 if nothing usable was found."""
+    """Scan ``--wav-dir``, write ``--out`` and/or ``--shar-dir``; exit code 1 if no audio file under it
+    could be read, 2 (a usage error) for a missing folder or a bad value."""
     parser = argparse.ArgumentParser(
         prog=prog_name("flow2gan.bin.prepare_manifests"),
         description=__doc__,
@@ -83,16 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None and args.shar_dir is None:
         parser.error("give --out and/or --shar-dir")
-    setup_logging()
     if not args.wav_dir.is_dir():
-        logger.error("--wav-dir %s is not a directory", args.wav_dir)
-        return 1
+        parser.error(
+            f"--wav-dir {args.wav_dir} " + ("is not a folder" if args.wav_dir.exists() else "does not exist")
+        )
+    for flag, value in (("--repeat", args.repeat), ("--shar-shard-size", args.shar_shard_size)):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    setup_logging()
     recordings = scan_recordings(args.wav_dir)
     if len(recordings) == 0:
         logger.error("no readable audio files under %s", args.wav_dir)
-        return 1
-    if args.repeat < 1 or args.shar_shard_size < 1:
-        logger.error("--repeat and --shar-shard-size must be >= 1")
         return 1
     recordings = repeat_recordings(recordings, args.repeat)
     total = sum(r.duration for r in recordings)

@@ -103,7 +103,8 @@ def resume_points(exp_dir: Path, resume: str | None, start_epoch: int) -> list[R
     if start_epoch > 1:
         path = epoch_path(exp_dir, start_epoch - 1)
         if not path.is_file():
-            raise FileNotFoundError(f"cannot resume at epoch {start_epoch}: {path} does not exist")
+            what = "is not a file" if path.exists() else "does not exist"
+            raise FileNotFoundError(f"cannot resume at epoch {start_epoch}: {path} {what}")
         return [ResumePoint(path, start_epoch)]
     return []
 
@@ -172,14 +173,19 @@ def restore_training_state(
     model_avg: nn.Module | None,
     states: dict[str, Any],
 ) -> None:
-    """Restore model (non-strict), model_avg (into its float64 copy) and states from a read checkpoint."""
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    if missing or unexpected:
-        logger.warning("resume %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
-    if model_avg is not None and ckpt.get("model_avg") is not None:
-        dtype = next(model_avg.parameters()).dtype
-        model_avg.load_state_dict(ckpt["model_avg"], strict=False)
-        model_avg.to(dtype)
+    """Restore model (non-strict), model_avg (into its float64 copy) and states from a read checkpoint.
+
+    ``ValueError`` naming ``path`` when its weights do not fit ``model`` (another config, or no key
+    in common: :func:`flow2gan.weights.load_state_dict_checked`).
+    """
+    try:
+        load_state_dict_checked(model, ckpt["model"], strict=False)
+        if model_avg is not None and ckpt.get("model_avg") is not None:
+            dtype = next(model_avg.parameters()).dtype
+            load_state_dict_checked(model_avg, ckpt["model_avg"], strict=False)
+            model_avg.to(dtype)
+    except ValueError as exc:
+        raise ValueError(f"cannot resume from {path}: {exc}") from exc
     for key, obj in states.items():
         if obj is not None and ckpt.get(key) is not None:
             obj.load_state_dict(ckpt[key])
@@ -216,12 +222,22 @@ def read_epoch_entries(exp_dir: Path, epoch: int, *keys: str) -> dict[str, Any]:
     return check_entries(read_training_checkpoint(path), path, *keys)
 
 
-def read_resume_checkpoint(point: ResumePoint, mmap: bool = False) -> dict[str, Any]:
+def read_resume_checkpoint(point: ResumePoint, gan: bool, mmap: bool = False) -> dict[str, Any]:
     """The checkpoint a run continues from, checked to hold what resuming reads: ``model`` and
-    ``batch_idx_train``, and ``mid_epoch`` for a mid-epoch file. ``mmap`` leaves the tensors on disk (a
-    cheap check before any work). Raises ``FileNotFoundError`` or ``ValueError`` naming the file."""
+    ``batch_idx_train``, and ``mid_epoch`` for a mid-epoch file, saved by the same stage (``gan``: stage
+    2, whose ``model`` is the GAN wrapper with ``generator.*`` keys). ``mmap`` leaves the tensors on
+    disk (a cheap check before any work). Raises ``FileNotFoundError`` or ``ValueError`` naming the file.
+    """
     keys = ("model", "batch_idx_train", *(("mid_epoch",) if point.batches_done else ()))
-    return check_entries(read_training_checkpoint(point.path, mmap=mmap), point.path, *keys)
+    ckpt = check_entries(read_training_checkpoint(point.path, mmap=mmap), point.path, *keys)
+    saved_by_gan = any(key.startswith("generator.") for key in ckpt["model"])
+    if saved_by_gan != gan:
+        stages = ["stage 1 (pretrain)", "stage 2 (finetune)"]
+        raise ValueError(
+            f"{point.path} was saved by {stages[saved_by_gan]}, which {stages[gan]} cannot resume "
+            "(another --exp-dir?)"
+        )
+    return ckpt
 
 
 def averaged_state_dict(
@@ -315,6 +331,11 @@ def load_experiment_generator(
     module: nn.Module = generator
     if load_gan:
         module = GAN.from_config(generator, gan_name or str(info.get("gan_name") or DEFAULT_GAN_NAME))
+        if not any(k.startswith("generator.") for k in state):
+            raise ValueError(
+                f"{epoch_path(Path(exp_dir), epoch)} holds a stage-1 (pretrain) generator, not the GAN of "
+                "a stage-2 run: pass --load-gan false"
+            )
     try:
         load_state_dict_checked(module, state, strict=True)
     except ValueError as exc:

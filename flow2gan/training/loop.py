@@ -113,9 +113,10 @@ class Trainer:
 
     def resume(self, candidates: list[ResumePoint]) -> ResumePoint:
         """Load the first readable candidate (``--resume auto`` skips unreadable files with a warning)."""
+        gan = self.stage.module is not self.stage.generator  # stage 2 trains the GAN wrapper
         for point in candidates:
             try:
-                ckpt = read_resume_checkpoint(point)
+                ckpt = read_resume_checkpoint(point, gan)
             except Exception as exc:  # truncated, foreign or exported files fail in many ways
                 if self.opts.resume != "auto":
                     raise

@@ -46,23 +46,26 @@ def check_manifest(path: str | Path, min_duration: float | None = None) -> None:
 
 
 def check_recording_audio(path: str | Path, rec: Recording) -> None:
-    """``ValueError`` naming manifest ``path`` and ``rec`` unless the first 10 ms of its audio read.
-
-    A missing audio file is named with where relative paths are read from (the current folder).
-    """
-    for source in rec.sources:
-        if source.type == "file" and not Path(source.source).is_file():
-            raise ValueError(
-                f"'{path}': the audio file '{source.source}' of recording {rec.id!r} does not exist "
-                f"(relative paths are read from the current folder, {Path.cwd()})"
+    """``ValueError`` naming manifest ``path``, ``rec`` and its file unless the first 10 ms of its audio
+    read. A missing relative path is named with the folder it was read from (the current one)."""
+    files = [Path(s.source) for s in rec.sources if s.type == "file"]
+    for file in files:
+        if not file.is_file():
+            what = "is not a file" if file.exists() else "does not exist"
+            where = (
+                ""
+                if file.is_absolute()
+                else f" (relative paths are read from the current folder, {Path.cwd()})"
             )
+            raise ValueError(f"'{path}': the audio file '{file}' of recording {rec.id!r} {what}{where}")
     try:
         rec.load_audio(duration=min(0.01, rec.duration))
     except Exception as exc:  # unknown format, failing command, bad URL: all unreadable audio
         # lhotse's message lists each backend's error, then a hint and the call; keep the errors
         lines = [x for x in str(exc).splitlines() if x.strip() and not x.startswith(("Set LHOTSE", "[extra"))]
         reason = " ".join(lines) or type(exc).__name__
-        raise ValueError(f"'{path}': cannot read the audio of recording {rec.id!r}: {reason}") from exc
+        named = f" ('{files[0]}')" if files else ""
+        raise ValueError(f"'{path}': cannot read the audio of recording {rec.id!r}{named}: {reason}") from exc
 
 
 def load_recordings(path: str, min_duration: float | None = MIN_DURATION) -> RecordingSet:

@@ -29,8 +29,9 @@ from flow2gan.models.discriminators import MRD_RESOLUTIONS
 from flow2gan.models.gan import GAN_CONFIGS, GANLossScales
 from flow2gan.training.condition import check_codec
 from flow2gan.training.data import check_loader_weights
-from flow2gan.training.experiment import read_resume_checkpoint, resume_points
+from flow2gan.training.experiment import ResumePoint, read_resume_checkpoint, resume_points
 from flow2gan.training.manifests import MIN_DURATION, check_manifest
+from flow2gan.weights import read_checkpoint
 
 T = TypeVar("T")
 
@@ -235,13 +236,18 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
     """
     if any(p.exists() and not p.is_dir() for p in (opts.exp_dir, *opts.exp_dir.parents)):
         raise ValueError(f"--exp-dir: '{opts.exp_dir}' is not a folder or is inside a file")
+    if opts.resume == "auto" and opts.start_epoch > 1:
+        raise ValueError("--resume auto picks the newest checkpoint itself: leave out --start-epoch")
+    gan = isinstance(stage, GANOptions)
     try:
         points = resume_points(opts.exp_dir, opts.resume, opts.start_epoch)
-        if opts.resume != "auto":  # --resume auto skips unreadable files itself
+        if opts.resume != "auto":
             for point in points:
-                read_resume_checkpoint(point, mmap=True)
+                read_resume_checkpoint(point, gan, mmap=True)
     except (FileNotFoundError, ValueError) as exc:
         raise ValueError(f"--start-epoch: {exc}") from exc
+    if opts.resume == "auto" and points:  # it skips unusable files, but one must be usable
+        check_any_resumable(points, gan)
     fresh_start = not points
     files = {
         "--train-recordings": opts.train_recordings,
@@ -256,6 +262,11 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
                 raise ValueError(
                     f"{flag}: '{path}' " + ("is not a file" if path.exists() else "does not exist")
                 )
+    if "--generator-model-path" in files:
+        try:
+            read_checkpoint(stage.generator_model_path, mmap=True)  # as the stage reads it, without tensors
+        except ValueError as exc:
+            raise ValueError(f"--generator-model-path: {exc}") from exc
     for path in map(Path, opts.train_shar):
         if not path.is_dir():
             raise ValueError(
@@ -283,6 +294,22 @@ def check_inputs(opts: TrainOptions, stage: object) -> None:
                 check_manifest(path, min_duration)
             except ValueError as exc:
                 raise ValueError(f"{flag}: {exc}") from exc
+
+
+def check_any_resumable(points: list[ResumePoint], gan: bool) -> None:
+    """``ValueError`` naming ``--resume auto`` when none of ``points`` can be resumed from, with each
+    file's reason (training would otherwise stop after building the model)."""
+    reasons = []
+    for point in points:
+        try:
+            read_resume_checkpoint(point, gan, mmap=True)
+            return
+        except (FileNotFoundError, ValueError) as exc:
+            reasons.append(str(exc))
+    raise ValueError(
+        f"--resume auto: none of the {len(points)} checkpoint(s) can be resumed from: {'; '.join(reasons)}"
+        " (move them away to start afresh)"
+    )
 
 
 def check_device(value: str) -> None:
