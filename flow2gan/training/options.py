@@ -55,7 +55,9 @@ class TrainOptions:
     num_epochs: int = _opt(200, "number of epochs to train (the last one included)", min=1)
     start_epoch: int = _opt(1, "resume from exp-dir/epoch-{start-epoch - 1}.pt when > 1", min=1)
     resume: str | None = _opt(
-        None, "'auto': continue from the newest complete checkpoint in exp-dir (epoch-end or mid-epoch)"
+        None,
+        "'auto': continue from the newest usable checkpoint in exp-dir (epoch-end or mid-epoch); "
+        "without --start-epoch",
     )
     exp_dir: Path = _opt(Path("./exp-pretrain"), "experiment directory: checkpoints, logs, TensorBoard")
     seed: int = _opt(42, "random seed (re-seeded per epoch as seed + epoch - 1)")
