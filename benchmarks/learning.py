@@ -228,7 +228,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=1,
         help="V/UV F1 and periodicity (CREPE): 0 never (NaN), 1 for the averaged models at the end of each "
-        "stage, 2 at every evaluation point as well (~15 s each)",
+        "stage, 2 at every evaluation point as well (~10 s each with tiny)",
     )
     p.add_argument("--pitch-model", default="tiny", choices=["tiny", "full"], help="CREPE model size")
     p.add_argument("--pitch-seconds", type=float, default=3.0, help="CREPE on the first s of each file")
