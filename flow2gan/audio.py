@@ -24,8 +24,21 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
 
 
+def not_a_file(path: Path) -> str:
+    """Why ``path`` (e.g. listed in a manifest) is no file: "is not a file" or "does not exist", and for a
+    relative path the folder it was read from (the current one)."""
+    what = "is not a file" if path.exists() else "does not exist"
+    return (
+        what
+        if path.is_absolute()
+        else f"{what} (relative paths are read from the current folder, {Path.cwd()})"
+    )
+
+
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a sound file as float32 (T, C) plus its rate; ``ValueError`` naming the file on failure."""
+    if not Path(path).exists():
+        raise ValueError(f"cannot read audio file {path}: it does not exist")
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise ValueError(f"cannot read audio file {path}: empty file")
     try:

@@ -389,7 +389,7 @@ class ManifestAudio(Dataset):
         try:
             data, sr = read_audio(source)
         except ValueError as exc:
-            logger.warning("skipping %s", exc)
+            logger.warning("skipping: %s", exc)
             return torch.zeros(0), True, source
         silent = float(np.sqrt(np.mean(np.square(data, dtype=np.float64)))) < SILENCE_RMS
         return to_model_rate(data, sr, self.sampling_rate)[0], silent, source

@@ -419,9 +419,16 @@ def test_infer_fails_when_no_recording_could_be_vocoded(tmp_path, caplog, capsys
     with pytest.raises(SystemExit) as exit_info:
         infer.main(flags)
     assert exit_info.value.code == 2
-    assert f"none of the 1 audio files of {manifest} exists (the first: '{tmp_path}/gone.wav'" in (
-        capsys.readouterr().err
+    err = capsys.readouterr().err  # an absolute path: no hint about the current folder
+    assert (
+        f"none of the 1 audio files of {manifest} is a file: the first, '{tmp_path}/gone.wav', does not "
+        "exist\n" in err
     )
+    (tmp_path / "gone.wav").mkdir()
+    with pytest.raises(SystemExit):
+        infer.main(flags)
+    assert "the first, '" + str(tmp_path / "gone.wav") + "', is not a file\n" in capsys.readouterr().err
+    (tmp_path / "gone.wav").rmdir()
     (tmp_path / "gone.wav").write_text("not audio")
     assert infer.main(flags) == 1
     assert "none of the 1 recordings was vocoded" in caplog.text

@@ -17,6 +17,7 @@ import logging
 import time
 from pathlib import Path
 
+from flow2gan.audio import not_a_file
 from flow2gan.bin.common import add_model_options, load_experiment, load_model
 from flow2gan.cli import optional_str, prog_name, str2bool
 from flow2gan.codec import EncodecTokenizer
@@ -110,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if not any(Path(source).is_file() for source in sources):
         p.error(
-            f"none of the {len(sources)} audio files of {args.test_recordings} exists (the first: "
-            f"'{sources[0]}'; relative paths are read from the current folder, {Path.cwd()})"
+            f"none of the {len(sources)} audio files of {args.test_recordings} is a file: the first, "
+            f"'{sources[0]}', {not_a_file(Path(sources[0]))}"
         )
     setup_logging(log_file=args.exp_dir / "log" / f"log-infer-{time.strftime('%Y-%m-%d-%H-%M-%S')}")
     tune_malloc()
@@ -139,6 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         device=device,
     )
     logger.info("wrote %d files to %s", written, output_dir)
+    if 0 < written < len(sources):
+        logger.warning(
+            "%d of the %d recordings were not vocoded (silent or unreadable; see above)",
+            len(sources) - written,
+            len(sources),
+        )
     if written == 0:
         logger.error("none of the %d recordings was vocoded (unreadable or silent; see above)", len(sources))
         return 1

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from lhotse import Recording, RecordingSet
 
+from flow2gan.audio import not_a_file
+
 logger = logging.getLogger(__name__)
 
 MIN_DURATION = 0.1  # seconds: training and validation drop recordings this short or shorter
@@ -51,13 +53,7 @@ def check_recording_audio(path: str | Path, rec: Recording) -> None:
     files = [Path(s.source) for s in rec.sources if s.type == "file"]
     for file in files:
         if not file.is_file():
-            what = "is not a file" if file.exists() else "does not exist"
-            where = (
-                ""
-                if file.is_absolute()
-                else f" (relative paths are read from the current folder, {Path.cwd()})"
-            )
-            raise ValueError(f"'{path}': the audio file '{file}' of recording {rec.id!r} {what}{where}")
+            raise ValueError(f"'{path}': the audio file '{file}' of recording {rec.id!r} {not_a_file(file)}")
     try:
         rec.load_audio(duration=min(0.01, rec.duration))
     except Exception as exc:  # unknown format, failing command, bad URL: all unreadable audio
