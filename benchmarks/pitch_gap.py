@@ -15,6 +15,19 @@ Then the phase-derivative errors per band, for the output and for Griffin-Lim (t
 baseline): ``1 − cos`` of the instantaneous-frequency (frame to frame) and group-delay (bin to bin)
 errors, weighted by ``|X[k] X[k−1]|^0.5`` of the reference, as ``spectral_losses.phase_derivative_loss``
 with ``weight_power`` 0.5, at n_fft 512 and 1024. benchmarks/README.md ("Round J") has what it found.
+
+Last, the frame grid (benchmarks/README.md, "Round P"): a generator whose output ignores its start noise
+is, on a stationary stretch of mel frames, a fixed function of identical inputs, so its output repeats
+every mel hop and its harmonics can only lie on multiples of ``sampling_rate / mel_hop_length``
+(93.75 Hz at 24 kHz). Two measures of that:
+
+* on the held-out files, the share of the power between 60 Hz and 1 kHz within ±3 Hz of that grid's
+  lines (8192-sample Hann frames), for the reference, the output and Griffin-Lim, beside the share the
+  grid would hold by chance (its share of the bins), and how much the output below 1 kHz changes with
+  another start-noise seed;
+* on stationary harmonic tones, f0 100–300 Hz (1/h amplitudes up to 4 kHz, 2 s, 1-s analysis window
+  in the middle), the share of the power between 60 Hz and 1 kHz within ±5 Hz of the true harmonics,
+  and the share on the grid's lines that are not harmonics.
 """
 
 from __future__ import annotations
@@ -38,6 +51,11 @@ from flow2gan.training.condition import make_generator
 from flow2gan.weights import load_checkpoint
 
 BANDS_HZ = (0, 500, 1000, 2000, 4000, None)
+COMB_BAND_HZ = (60.0, 1000.0)  # where the pitch gap is (round J) and the frame grid's lowest lines
+SPEECH_COMB = (8192, 3.0)  # analysis frame (samples, hop an eighth) and line half-width (Hz), speech
+TONE_COMB = (24000, 5.0)  # the same for the stationary tones: 1-s frames at 24 kHz
+TONE_F0S = tuple(float(f) for f in np.arange(100.0, 300.0, 7.0))
+TONE_SECONDS = 2.0
 
 logger = logging.getLogger("pitch_gap")
 
@@ -83,6 +101,46 @@ def phase_errors(ref: np.ndarray, out: np.ndarray, n_fft: int, sr: int) -> dict[
             entry[2 * dim] += (weight[rows] * error[rows]).sum()
             entry[2 * dim + 1] += weight[rows].sum()
     return sums
+
+
+def comb_share(
+    x: np.ndarray,
+    spacing_hz: float,
+    sr: int,
+    frame: tuple[int, float] = SPEECH_COMB,
+    exclude_hz: float | None = None,
+) -> float:
+    """Share of the power in COMB_BAND_HZ within ± ``frame[1]`` Hz of the multiples of ``spacing_hz``.
+
+    Power summed over Hann frames of ``frame[0]`` samples (hop an eighth; one frame if ``x`` is that
+    short or shorter, zero-padded). Bins also within the half-width of a multiple of ``exclude_hz`` are
+    left out of the numerator (the frame grid's lines that are not a tone's harmonics). x: (T,) -> [0, 1].
+    """
+    n_fft, half_width = frame
+    x = np.pad(x, (0, max(0, n_fft - len(x))))
+    starts = range(0, len(x) - n_fft + 1, n_fft // 8)
+    frames = np.stack([x[i : i + n_fft] for i in starts]) * np.hanning(n_fft)
+    power = (np.abs(np.fft.rfft(frames, axis=-1)) ** 2).sum(0)
+    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
+    band = (freqs >= COMB_BAND_HZ[0]) & (freqs < COMB_BAND_HZ[1])
+    lines = _near_multiples(freqs, spacing_hz, half_width)
+    if exclude_hz is not None:
+        lines &= ~_near_multiples(freqs, exclude_hz, half_width)
+    return float(power[band & lines].sum() / power[band].sum())
+
+
+def _near_multiples(freqs: np.ndarray, spacing_hz: float, half_width: float) -> np.ndarray:
+    """Whether each frequency lies within ``half_width`` of a positive multiple of ``spacing_hz``."""
+    nearest = np.maximum(np.round(freqs / spacing_hz), 1) * spacing_hz
+    return np.abs(freqs - nearest) <= half_width
+
+
+def harmonic_tone(f0: float, sr: int, seconds: float = TONE_SECONDS) -> np.ndarray:
+    """A stationary voiced-like tone: harmonics h·f0 up to 4 kHz at amplitude 1/h and phase 0.3 h²,
+    peak 0.5 -> (seconds · sr,) float32."""
+    t = np.arange(int(seconds * sr)) / sr
+    x = sum(np.sin(2 * np.pi * h * f0 * t + 0.3 * h * h) / h for h in range(1, int(4000 / f0) + 1))
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
 def band_name(lo: int, hi: int | None) -> str:
@@ -146,15 +204,16 @@ def main(argv: list[str] | None = None) -> None:
     mel = mel_frontend(config)
     scores: dict[str, list[tuple[float, float]]] = {}
     errors: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    grid_hz = sr / config.mel_hop_length
+    grid_rows: list[list[float]] = []
+    seed_change: list[float] = []
     for item in items:
         ref = item.audio.astype(np.float64)
-        with torch.no_grad():
-            rng = torch.Generator().manual_seed(NOISE_SEED)
-            out = generator.infer(
-                item.mel[None], n_timesteps=args.n_timesteps, generator=rng, clamp_pred=True
-            )
-        out = out[0].double().numpy()[: len(ref)]
+        out = vocode(generator, item, args.n_timesteps)
         gl = griffin_lim(item, mel).astype(np.float64)
+        grid_rows.append([comb_share(a, grid_hz, sr) for a in (ref, out, gl)])
+        reseeded = band_split(out - vocode(generator, item, args.n_timesteps, NOISE_SEED + 1), 1000.0, sr)[0]
+        seed_change.append((reseeded**2).sum() / (band_split(out, 1000.0, sr)[0] ** 2).sum())
         (out_low, out_high), (ref_low, ref_high) = band_split(out, split, sr), band_split(ref, split, sr)
         hybrids = {
             "output": out,
@@ -186,7 +245,66 @@ def main(argv: list[str] | None = None) -> None:
     for (name, n_fft), per_band in errors.items():
         cells = [f"{s[0] / s[1]:.3f} / {s[2] / s[3]:.3f}" for s in (per_band[b] for b in bands)]
         lines.append(f"| {name} | {n_fft} | " + " | ".join(cells) + " |")
+    lines += ["", *grid_table(np.mean(grid_rows, 0), np.mean(seed_change), grid_hz, sr), ""]
+    lines += tone_table(generator, items[0], mel, args.n_timesteps, grid_hz)
     logger.info("\n".join(lines))
+
+
+def grid_table(shares: np.ndarray, seed_change: float, grid_hz: float, sr: int) -> list[str]:
+    """Markdown rows: the held-out files' mean power shares on the frame grid (reference, output,
+    Griffin-Lim, white noise) and the output's mean change below 1 kHz with another noise seed."""
+    lo, hi = COMB_BAND_HZ
+    chance = comb_share(np.random.default_rng(0).standard_normal(sr * 10), grid_hz, sr)
+    lines = [f"| audio | power {lo:g}–{hi:g} Hz on the {grid_hz:g} Hz frame grid |", "|---|---|"]
+    names = ("reference", "output", "griffin-lim", "(white noise: the grid's share by chance)")
+    lines += [f"| {name} | {share:.3f} |" for name, share in zip(names, [*shares, chance], strict=True)]
+    return [
+        *lines,
+        "",
+        f"another start-noise seed changes the output below 1 kHz by {10 * np.log10(seed_change):.1f} dB"
+        " (difference power / output power)",
+    ]
+
+
+def vocode(generator: torch.nn.Module, item: HeldOut, n_timesteps: int, seed: int = NOISE_SEED) -> np.ndarray:
+    """The generator's output for ``item``'s condition, start noise seeded, trimmed to its audio -> (T,)."""
+    with torch.no_grad():
+        rng = torch.Generator().manual_seed(seed)
+        out = generator.infer(item.mel[None], n_timesteps=n_timesteps, generator=rng, clamp_pred=True)
+    return out[0].double().numpy()[: len(item.audio)]
+
+
+def tone_table(
+    generator: torch.nn.Module, like: HeldOut, mel: torch.nn.Module, n_timesteps: int, grid_hz: float
+) -> list[str]:
+    """Markdown rows: mean shares of the stationary TONE_F0S tones' power near their harmonics and on
+    the frame grid's other lines, for the reference, the output and Griffin-Lim (the held-out file
+    ``like`` lends its pitch settings)."""
+    sr = generator.config.sampling_rate
+    cond_fn = audio_front_end(generator, None, None)
+    shares: dict[str, list[tuple[float, float]]] = {}
+    for f0 in TONE_F0S:
+        audio = harmonic_tone(f0, sr)
+        item = HeldOut(
+            f"{f0:g} Hz", audio, cond_fn(torch.from_numpy(audio)[None])[0], None, like.pitch_cfg, 0
+        )
+        signals = {
+            "reference": audio.astype(np.float64),
+            "output": vocode(generator, item, n_timesteps),
+            "griffin-lim": griffin_lim(item, mel).astype(np.float64),
+        }
+        for name, x in signals.items():
+            middle = x[len(x) // 4 : len(x) // 4 + TONE_COMB[0]]
+            shares.setdefault(name, []).append(
+                (comb_share(middle, f0, sr, TONE_COMB), comb_share(middle, grid_hz, sr, TONE_COMB, f0))
+            )
+    lines = [
+        f"| stationary tones, f0 {TONE_F0S[0]:g}–{TONE_F0S[-1]:g} Hz | near the harmonics ↑ "
+        f"| on the frame grid, off the harmonics ↓ |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {name} | {np.mean(v, 0)[0]:.3f} | {np.mean(v, 0)[1]:.3f} |" for name, v in shares.items()]
+    return lines
 
 
 if __name__ == "__main__":

@@ -50,6 +50,37 @@ def test_phase_errors_are_zero_for_the_reference_and_high_for_noise() -> None:
     assert noise["0-500 Hz"][0] / noise["0-500 Hz"][1] > 0.5  # random phase: 1 - cos averages ~1
 
 
+def test_comb_share_finds_a_tone_on_its_harmonics_and_off_the_frame_grid() -> None:
+    tone = pitch_gap.harmonic_tone(130.0, SR, seconds=1.0)
+    assert np.abs(tone).max() == pytest.approx(0.5)
+    assert pitch_gap.comb_share(tone, 130.0, SR, pitch_gap.TONE_COMB) > 0.99
+    # 93.75 Hz grid: 130 Hz harmonics come closest at 375 vs 390 Hz, far beyond the 5 Hz half-width
+    assert pitch_gap.comb_share(tone, 93.75, SR, pitch_gap.TONE_COMB) < 0.01
+    on_grid = pitch_gap.harmonic_tone(187.5, SR, seconds=1.0)
+    assert pitch_gap.comb_share(on_grid, 93.75, SR, pitch_gap.TONE_COMB) > 0.99
+    # a tone whose harmonics are all grid lines has nothing on the grid's other lines
+    assert pitch_gap.comb_share(on_grid, 93.75, SR, pitch_gap.TONE_COMB, exclude_hz=187.5) < 0.01
+
+
+def test_comb_share_of_noise_is_the_share_of_bins_and_short_input_is_padded() -> None:
+    noise = np.random.default_rng(4).standard_normal(SR * 4)
+    share = pitch_gap.comb_share(noise, 93.75, SR)
+    band = pitch_gap.COMB_BAND_HZ
+    freqs = np.fft.rfftfreq(pitch_gap.SPEECH_COMB[0], 1 / SR)
+    in_band = (freqs >= band[0]) & (freqs < band[1])
+    bins = (np.abs(freqs - np.maximum(np.round(freqs / 93.75), 1) * 93.75) <= 3.0)[in_band].mean()
+    assert share == pytest.approx(bins, rel=0.15)  # measured: 0.093 of the bins
+    assert 0 <= pitch_gap.comb_share(noise[:1000], 93.75, SR) <= 1
+
+
+def test_grid_table_reports_the_shares_and_the_seed_change_in_db() -> None:
+    lines = pitch_gap.grid_table(np.array([0.1, 0.16, 0.097]), 0.1, 93.75, SR)
+    assert lines[0] == "| audio | power 60–1000 Hz on the 93.75 Hz frame grid |"
+    assert lines[2:5] == ["| reference | 0.100 |", "| output | 0.160 |", "| griffin-lim | 0.097 |"]
+    assert lines[5].startswith("| (white noise: the grid's share by chance) | 0.0")
+    assert lines[-1].startswith("another start-noise seed changes the output below 1 kHz by -10.0 dB")
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
