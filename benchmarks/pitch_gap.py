@@ -16,18 +16,18 @@ baseline): ``1 − cos`` of the instantaneous-frequency (frame to frame) and gro
 errors, weighted by ``|X[k] X[k−1]|^0.5`` of the reference, as ``spectral_losses.phase_derivative_loss``
 with ``weight_power`` 0.5, at n_fft 512 and 1024. benchmarks/README.md ("Round J") has what it found.
 
-Last, the frame grid (benchmarks/README.md, "Round P"): a generator whose output ignores its start noise
-is, on a stationary stretch of mel frames, a fixed function of identical inputs, so its output repeats
-every mel hop and its harmonics can only lie on multiples of ``sampling_rate / mel_hop_length``
-(93.75 Hz at 24 kHz). Two measures of that:
+Last, the frame grid (benchmarks/README.md, "Round P"): where the mel frames repeat exactly, a
+generator that ignores its start noise repeats its output every mel hop, whose spectrum then has lines
+only at multiples of ``sampling_rate / mel_hop_length`` (93.75 Hz at 24 kHz). How close a generator
+comes to that:
 
 * on the held-out files, the share of the power between 60 Hz and 1 kHz within ±3 Hz of that grid's
-  lines (8192-sample Hann frames), for the reference, the output and Griffin-Lim, beside the share the
-  grid would hold by chance (its share of the bins), and how much the output below 1 kHz changes with
-  another start-noise seed;
-* on stationary harmonic tones, f0 100–300 Hz (1/h amplitudes up to 4 kHz, 2 s, 1-s analysis window
-  in the middle), the share of the power between 60 Hz and 1 kHz within ±5 Hz of the true harmonics,
-  and the share on the grid's lines that are not harmonics.
+  lines (8192-sample Hann frames), for the reference, the output and Griffin-Lim, beside the grid's
+  share of the bins (chance), and the power of the difference between the outputs of two start-noise
+  seeds below 1 kHz, relative to the output's (dB; about +3 dB for two uncorrelated outputs);
+* on stationary harmonic tones, f0 100–296 Hz (1/h amplitudes up to 4 kHz, peak 0.5, 2 s, a 1-s
+  analysis frame in the middle), the share of the power between 60 Hz and 1 kHz within ±5 Hz of the
+  true harmonics, and the share on the grid's lines that are not harmonics.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from learning_eval import NOISE_SEED, HeldOut, griffin_lim, load_heldout
 
 from flow2gan.cli import RawDescriptionDefaultsHelpFormatter
 from flow2gan.config import get_generator_config
-from flow2gan.eval.pitch import extract_pitch, pitch_metrics
+from flow2gan.eval.pitch import PitchConfig, extract_pitch, pitch_metrics
 from flow2gan.features import complex_stft, mel_frontend
 from flow2gan.models.token_generator import audio_front_end
 from flow2gan.training.condition import make_generator
@@ -246,23 +246,26 @@ def main(argv: list[str] | None = None) -> None:
         cells = [f"{s[0] / s[1]:.3f} / {s[2] / s[3]:.3f}" for s in (per_band[b] for b in bands)]
         lines.append(f"| {name} | {n_fft} | " + " | ".join(cells) + " |")
     lines += ["", *grid_table(np.mean(grid_rows, 0), np.mean(seed_change), grid_hz, sr), ""]
-    lines += tone_table(generator, items[0], mel, args.n_timesteps, grid_hz)
+    lines += tone_table(generator, mel, args.n_timesteps, grid_hz)
     logger.info("\n".join(lines))
 
 
 def grid_table(shares: np.ndarray, seed_change: float, grid_hz: float, sr: int) -> list[str]:
     """Markdown rows: the held-out files' mean power shares on the frame grid (reference, output,
-    Griffin-Lim, white noise) and the output's mean change below 1 kHz with another noise seed."""
+    Griffin-Lim), the grid's share of the bins, and the mean power ratio ``seed_change`` of the
+    difference between two noise seeds' outputs to the output, below 1 kHz, in dB."""
     lo, hi = COMB_BAND_HZ
-    chance = comb_share(np.random.default_rng(0).standard_normal(sr * 10), grid_hz, sr)
+    freqs = np.fft.rfftfreq(SPEECH_COMB[0], 1 / sr)
+    band = (freqs >= lo) & (freqs < hi)
+    chance = _near_multiples(freqs[band], grid_hz, SPEECH_COMB[1]).mean()
     lines = [f"| audio | power {lo:g}–{hi:g} Hz on the {grid_hz:g} Hz frame grid |", "|---|---|"]
-    names = ("reference", "output", "griffin-lim", "(white noise: the grid's share by chance)")
+    names = ("reference", "output", "griffin-lim", "(the grid's share of the bins: chance)")
     lines += [f"| {name} | {share:.3f} |" for name, share in zip(names, [*shares, chance], strict=True)]
     return [
         *lines,
         "",
-        f"another start-noise seed changes the output below 1 kHz by {10 * np.log10(seed_change):.1f} dB"
-        " (difference power / output power)",
+        f"two start-noise seeds: their outputs' difference below 1 kHz is {10 * np.log10(seed_change):+.1f}"
+        " dB relative to the output",
     ]
 
 
@@ -275,19 +278,17 @@ def vocode(generator: torch.nn.Module, item: HeldOut, n_timesteps: int, seed: in
 
 
 def tone_table(
-    generator: torch.nn.Module, like: HeldOut, mel: torch.nn.Module, n_timesteps: int, grid_hz: float
+    generator: torch.nn.Module, mel: torch.nn.Module, n_timesteps: int, grid_hz: float
 ) -> list[str]:
     """Markdown rows: mean shares of the stationary TONE_F0S tones' power near their harmonics and on
-    the frame grid's other lines, for the reference, the output and Griffin-Lim (the held-out file
-    ``like`` lends its pitch settings)."""
+    the frame grid's other lines, for the reference, the output and Griffin-Lim."""
     sr = generator.config.sampling_rate
+    no_pitch = PitchConfig(sampling_rate=sr)  # HeldOut's pitch fields, not read here
     cond_fn = audio_front_end(generator, None, None)
     shares: dict[str, list[tuple[float, float]]] = {}
     for f0 in TONE_F0S:
         audio = harmonic_tone(f0, sr)
-        item = HeldOut(
-            f"{f0:g} Hz", audio, cond_fn(torch.from_numpy(audio)[None])[0], None, like.pitch_cfg, 0
-        )
+        item = HeldOut(f"{f0:g} Hz", audio, cond_fn(torch.from_numpy(audio)[None])[0], None, no_pitch, 0)
         signals = {
             "reference": audio.astype(np.float64),
             "output": vocode(generator, item, n_timesteps),

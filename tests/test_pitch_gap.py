@@ -4,7 +4,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO
+
+from flow2gan.config import get_generator_config
+from flow2gan.features import mel_frontend
+from flow2gan.training.condition import make_generator
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
@@ -54,7 +59,7 @@ def test_comb_share_finds_a_tone_on_its_harmonics_and_off_the_frame_grid() -> No
     tone = pitch_gap.harmonic_tone(130.0, SR, seconds=1.0)
     assert np.abs(tone).max() == pytest.approx(0.5)
     assert pitch_gap.comb_share(tone, 130.0, SR, pitch_gap.TONE_COMB) > 0.99
-    # 93.75 Hz grid: 130 Hz harmonics come closest at 375 vs 390 Hz, far beyond the 5 Hz half-width
+    # 93.75 Hz grid: 130 Hz harmonics come closest at 650 vs 656.25 Hz, just beyond the 5 Hz half-width
     assert pitch_gap.comb_share(tone, 93.75, SR, pitch_gap.TONE_COMB) < 0.01
     on_grid = pitch_gap.harmonic_tone(187.5, SR, seconds=1.0)
     assert pitch_gap.comb_share(on_grid, 93.75, SR, pitch_gap.TONE_COMB) > 0.99
@@ -70,15 +75,28 @@ def test_comb_share_of_noise_is_the_share_of_bins_and_short_input_is_padded() ->
     in_band = (freqs >= band[0]) & (freqs < band[1])
     bins = (np.abs(freqs - np.maximum(np.round(freqs / 93.75), 1) * 93.75) <= 3.0)[in_band].mean()
     assert share == pytest.approx(bins, rel=0.15)  # measured: 0.093 of the bins
-    assert 0 <= pitch_gap.comb_share(noise[:1000], 93.75, SR) <= 1
+    padded = np.pad(noise[:1000], (0, pitch_gap.SPEECH_COMB[0] - 1000))
+    assert pitch_gap.comb_share(noise[:1000], 93.75, SR) == pitch_gap.comb_share(padded, 93.75, SR)
 
 
-def test_grid_table_reports_the_shares_and_the_seed_change_in_db() -> None:
+def test_grid_table_reports_the_shares_the_chance_level_and_the_seed_difference_in_db() -> None:
     lines = pitch_gap.grid_table(np.array([0.1, 0.16, 0.097]), 0.1, 93.75, SR)
     assert lines[0] == "| audio | power 60–1000 Hz on the 93.75 Hz frame grid |"
     assert lines[2:5] == ["| reference | 0.100 |", "| output | 0.160 |", "| griffin-lim | 0.097 |"]
-    assert lines[5].startswith("| (white noise: the grid's share by chance) | 0.0")
-    assert lines[-1].startswith("another start-noise seed changes the output below 1 kHz by -10.0 dB")
+    assert lines[5] == "| (the grid's share of the bins: chance) | 0.093 |"  # 30 of the 321 bins
+    assert lines[-1].startswith("two start-noise seeds: their outputs' difference below 1 kHz is -10.0 dB")
+
+
+def test_tone_table_scores_reference_output_and_griffin_lim(monkeypatch) -> None:
+    monkeypatch.setattr(pitch_gap, "TONE_F0S", (150.0, 281.25))
+    torch.manual_seed(0)
+    config = get_generator_config("mel_24k_small_envelope")
+    lines = pitch_gap.tone_table(make_generator(config, None).eval(), mel_frontend(config), 1, 93.75)
+    assert lines[0].startswith("| stationary tones, f0 150–281.25 Hz | near the harmonics ↑ |")
+    assert lines[2] == "| reference | 1.000 | 0.000 |"  # 281.25 Hz: every harmonic is a grid line
+    for row, name in zip(lines[3:], ("output", "griffin-lim"), strict=True):
+        near, off = (float(cell) for cell in row.strip("| ").split(" | ")[1:])
+        assert row.startswith(f"| {name} |") and 0 <= near <= 1 and 0 <= off <= 1 - near + 1e-3
 
 
 @pytest.mark.parametrize(
