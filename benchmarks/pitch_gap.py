@@ -261,12 +261,11 @@ def grid_table(shares: np.ndarray, seed_change: float, grid_hz: float, sr: int) 
     lines = [f"| audio | power {lo:g}–{hi:g} Hz on the {grid_hz:g} Hz frame grid |", "|---|---|"]
     names = ("reference", "output", "griffin-lim", "(the grid's share of the bins: chance)")
     lines += [f"| {name} | {share:.3f} |" for name, share in zip(names, [*shares, chance], strict=True)]
-    return [
-        *lines,
-        "",
-        f"two start-noise seeds: their outputs' difference below 1 kHz is {10 * np.log10(seed_change):+.1f}"
-        " dB relative to the output",
-    ]
+    if seed_change > 0:
+        seeds = f"is {10 * np.log10(seed_change):+.1f} dB relative to the output"
+    else:
+        seeds = "is zero: the output does not depend on the noise"
+    return [*lines, "", f"two start-noise seeds: their outputs' difference below 1 kHz {seeds}"]
 
 
 def vocode(generator: torch.nn.Module, item: HeldOut, n_timesteps: int, seed: int = NOISE_SEED) -> np.ndarray:

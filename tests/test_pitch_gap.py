@@ -85,6 +85,8 @@ def test_grid_table_reports_the_shares_the_chance_level_and_the_seed_difference_
     assert lines[2:5] == ["| reference | 0.100 |", "| output | 0.160 |", "| griffin-lim | 0.097 |"]
     assert lines[5] == "| (the grid's share of the bins: chance) | 0.093 |"  # 30 of the 321 bins
     assert lines[-1].startswith("two start-noise seeds: their outputs' difference below 1 kHz is -10.0 dB")
+    deterministic = pitch_gap.grid_table(np.array([0.1, 0.16, 0.097]), 0.0, 93.75, SR)[-1]
+    assert deterministic.endswith("is zero: the output does not depend on the noise")
 
 
 def test_tone_table_scores_reference_output_and_griffin_lim(monkeypatch) -> None:
