@@ -101,13 +101,20 @@ def eval_generator(
     """Vocode every held-out mel with ``n_steps`` Euler steps (fixed noise seed) and average the metrics."""
     was_training = generator.training
     generator.eval()
-    rows = []
-    for item in items:
-        rng = torch.Generator().manual_seed(NOISE_SEED)
-        pred = generator.infer(item.mel[None], n_timesteps=n_steps, generator=rng, clamp_pred=True)[0]
-        rows.append(score(item, pred.numpy(), generator.config.sampling_rate, pitch))
+    rows = [
+        score(item, vocode(generator, item, n_steps), generator.config.sampling_rate, pitch) for item in items
+    ]
     generator.train(was_training)
     return mean_metrics(rows)
+
+
+def vocode(generator: torch.nn.Module, item: HeldOut, n_timesteps: int, seed: int = NOISE_SEED) -> np.ndarray:
+    """The generator's output for ``item``'s condition (clamped, start noise seeded), trimmed to its
+    audio -> (T,) float64."""
+    with torch.no_grad():
+        rng = torch.Generator().manual_seed(seed)
+        out = generator.infer(item.mel[None], n_timesteps=n_timesteps, generator=rng, clamp_pred=True)
+    return out[0].double().numpy()[: len(item.audio)]
 
 
 def mel_magnitude(item: HeldOut, mel: LogMelSpectrogram) -> np.ndarray:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from learning_eval import NOISE_SEED, HeldOut, griffin_lim, load_heldout
+from learning_eval import NOISE_SEED, HeldOut, griffin_lim, load_heldout, vocode
 
 from flow2gan.cli import RawDescriptionDefaultsHelpFormatter
 from flow2gan.config import get_generator_config
@@ -266,14 +266,6 @@ def grid_table(shares: np.ndarray, seed_change: float, grid_hz: float, sr: int) 
     else:
         seeds = "is zero: the output does not depend on the noise"
     return [*lines, "", f"two start-noise seeds: their outputs' difference below 1 kHz {seeds}"]
-
-
-def vocode(generator: torch.nn.Module, item: HeldOut, n_timesteps: int, seed: int = NOISE_SEED) -> np.ndarray:
-    """The generator's output for ``item``'s condition, start noise seeded, trimmed to its audio -> (T,)."""
-    with torch.no_grad():
-        rng = torch.Generator().manual_seed(seed)
-        out = generator.infer(item.mel[None], n_timesteps=n_timesteps, generator=rng, clamp_pred=True)
-    return out[0].double().numpy()[: len(item.audio)]
 
 
 def tone_table(
