@@ -12,7 +12,7 @@ import torch
 from conftest import PARITY, REPO
 
 from flow2gan.bin import finetune, prepare_manifests, pretrain
-from flow2gan.training.experiment import resume_candidates
+from flow2gan.training.experiment import resume_candidates, set_aside
 
 TINY = str(PARITY / "tiny_24k_config.json")
 STAGES = {
@@ -40,6 +40,17 @@ def flags(manifest: Path, exp_dir: Path, extra: list[str]) -> list[str]:
         *("--valid-interval", "5", "--log-interval", "1", "--save-every-n-batches", "3", "--duration", "0.5"),
         *extra,
     ]
+
+
+def test_set_aside_never_overwrites(tmp_path):
+    path = tmp_path / "epoch-3.pt"
+    for n, name in enumerate(["epoch-3.pt.skipped", "epoch-3.pt.skipped-2", "epoch-3.pt.skipped-3"]):
+        path.write_bytes(bytes([n]))
+        assert set_aside(path) == tmp_path / name
+    assert not path.exists()
+    kept = [(tmp_path / f"epoch-3.pt.skipped{s}").read_bytes() for s in ("", "-2", "-3")]
+    assert kept == [b"\0", b"\1", b"\2"]
+    assert resume_candidates(tmp_path) == []  # set-aside files are never resumed from
 
 
 def kill_after_first_mid_epoch_checkpoint(stage: str, args: list[str], exp_dir: Path) -> None:
@@ -70,6 +81,9 @@ def test_killed_run_resumes_bit_identical(manifest, tmp_path, stage):
     assert cli.main([*flags(manifest, killed, extra), "--resume", "auto"]) == 0
     log = "".join(p.read_text() for p in (killed / "log").glob("log-train-*"))
     assert "skipping unreadable checkpoint" in log
+    # the skipped files are kept beside the run's own (which took their names), not written over
+    assert (killed / "epoch-2-batch-9.pt.skipped").read_bytes() == b"truncated"
+    assert (killed / "epoch-2-batch-8.pt.skipped").read_bytes() == (PARITY / "tiny_24k.pt").read_bytes()
     assert "epoch-2-batch-8.pt has no batch_idx_train (an int)" in log
     assert newest_good.batches_done > 0  # the kill came mid-epoch
     assert f"resumed epoch at batch {newest_good.batches_done}" in log

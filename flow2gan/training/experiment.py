@@ -109,6 +109,19 @@ def resume_points(exp_dir: Path, resume: str | None, start_epoch: int) -> list[R
     return []
 
 
+def set_aside(path: Path) -> Path:
+    """Rename a checkpoint ``--resume auto`` skipped to ``<name>.skipped`` (``.skipped-2``, ... if taken).
+
+    The resumed run would otherwise write its own checkpoint of that name over it. Returns the new path.
+    """
+    target = path.with_name(f"{path.name}.skipped")
+    n = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}.skipped-{n}")
+        n += 1
+    return path.rename(target)
+
+
 def prune_checkpoints(exp_dir: Path, keep_last_k: int) -> list[Path]:
     """Keep the newest ``keep_last_k`` epoch files and, apart, the newest ``keep_last_k`` mid-epoch files.
 

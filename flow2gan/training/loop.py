@@ -33,6 +33,7 @@ from flow2gan.training.experiment import (
     restore_training_state,
     resume_points,
     save_training_checkpoint,
+    set_aside,
 )
 from flow2gan.training.guards import GradScaleNurse, check_finite, save_bad_model_on_failure
 from flow2gan.training.monitor import (
@@ -112,7 +113,11 @@ class Trainer:
         self.progress = TrainingProgress(self.start_epoch, opts.num_epochs, enabled=ctx.is_main)
 
     def resume(self, candidates: list[ResumePoint]) -> ResumePoint:
-        """Load the first readable candidate (``--resume auto`` skips unreadable files with a warning)."""
+        """Load the first readable candidate.
+
+        ``--resume auto`` skips unreadable files with a warning and renames them (:func:`set_aside`), so that
+        the resumed run does not overwrite them.
+        """
         gan = self.stage.module is not self.stage.generator  # stage 2 trains the GAN wrapper
         for point in candidates:
             try:
@@ -121,6 +126,8 @@ class Trainer:
                 if self.opts.resume != "auto":
                     raise
                 logger.warning("skipping unreadable checkpoint %s: %s", point.path, exc)
+                if self.ctx.is_main and point.path.is_file():
+                    logger.warning("kept it as %s", set_aside(point.path))
                 continue
             restore_training_state(ckpt, point.path, self.stage.module, self.model_avg, self.stage.states())
             self.batch_idx_train = int(ckpt["batch_idx_train"])
