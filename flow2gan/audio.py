@@ -37,8 +37,8 @@ def not_a_file(path: Path) -> str:
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a sound file as float32 (T, C) plus its rate; ``ValueError`` naming the file on failure."""
-    if not Path(path).exists():
-        raise ValueError(f"cannot read audio file {path}: it does not exist")
+    if not Path(path).is_file():
+        raise ValueError(f"cannot read audio file {path}: it {not_a_file(Path(path))}")
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise ValueError(f"cannot read audio file {path}: empty file")
     try:

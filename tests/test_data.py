@@ -14,7 +14,7 @@ from conftest import REPO
 from lhotse import Recording, RecordingSet
 from torch.utils.data import DataLoader, Dataset
 
-from flow2gan.audio import resample
+from flow2gan.audio import read_audio, resample
 from flow2gan.runtime import set_training_threads
 from flow2gan.training.data import (
     AudioDataset,
@@ -355,6 +355,15 @@ def test_training_threads_split_cores_unless_omp_set(monkeypatch: pytest.MonkeyP
         assert set_training_threads(2) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_read_audio_says_why_a_path_is_no_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.wav").mkdir()
+    with pytest.raises(ValueError, match=r"folder.wav: it is not a file \(relative paths are read from"):
+        read_audio("folder.wav")
+    with pytest.raises(ValueError, match=f"{tmp_path}/gone.wav: it does not exist$"):
+        read_audio(tmp_path / "gone.wav")
 
 
 def test_training_crop_matches_the_file_at_its_offset() -> None:
