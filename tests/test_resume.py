@@ -77,13 +77,16 @@ def test_killed_run_resumes_bit_identical(manifest, tmp_path, stage):
     (killed / "epoch-2-batch-9.pt").write_bytes(b"truncated")
     # and a readable file that holds no training state (an exported generator)
     (killed / "epoch-2-batch-8.pt").write_bytes((PARITY / "tiny_24k.pt").read_bytes())
-    newest_good = resume_candidates(killed)[2]
+    (killed / "epoch-2-batch-7.pt").mkdir()  # and a folder named like a checkpoint
+    planted = {"epoch-2-batch-9.pt", "epoch-2-batch-8.pt", "epoch-2-batch-7.pt"}
+    newest_good = next(p for p in resume_candidates(killed) if p.path.name not in planted)
     assert cli.main([*flags(manifest, killed, extra), "--resume", "auto"]) == 0
     log = "".join(p.read_text() for p in (killed / "log").glob("log-train-*"))
     assert "skipping unreadable checkpoint" in log
     # the skipped files are kept beside the run's own (which took their names), not written over
     assert (killed / "epoch-2-batch-9.pt.skipped").read_bytes() == b"truncated"
     assert (killed / "epoch-2-batch-8.pt.skipped").read_bytes() == (PARITY / "tiny_24k.pt").read_bytes()
+    assert (killed / "epoch-2-batch-7.pt.skipped").is_dir()
     assert "epoch-2-batch-8.pt has no batch_idx_train (an int)" in log
     assert newest_good.batches_done > 0  # the kill came mid-epoch
     assert f"resumed epoch at batch {newest_good.batches_done}" in log

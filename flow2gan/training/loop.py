@@ -115,10 +115,12 @@ class Trainer:
     def resume(self, candidates: list[ResumePoint]) -> ResumePoint:
         """Load the first readable candidate.
 
-        ``--resume auto`` skips unreadable files with a warning and renames them (:func:`set_aside`), so that
-        the resumed run does not overwrite them.
+        ``--resume auto`` skips unreadable files with a warning; once a file loads, rank 0 renames the
+        skipped ones (:func:`set_aside`) so that the resumed run neither writes over nor prunes them.
+        When none loads, nothing is renamed.
         """
         gan = self.stage.module is not self.stage.generator  # stage 2 trains the GAN wrapper
+        skipped = []
         for point in candidates:
             try:
                 ckpt = read_resume_checkpoint(point, gan)
@@ -126,9 +128,10 @@ class Trainer:
                 if self.opts.resume != "auto":
                     raise
                 logger.warning("skipping unreadable checkpoint %s: %s", point.path, exc)
-                if self.ctx.is_main and point.path.is_file():
-                    logger.warning("kept it as %s", set_aside(point.path))
+                skipped.append(point.path)
                 continue
+            for path in skipped if self.ctx.is_main else ():
+                logger.warning("kept the skipped %s as %s", path.name, set_aside(path))
             restore_training_state(ckpt, point.path, self.stage.module, self.model_avg, self.stage.states())
             self.batch_idx_train = int(ckpt["batch_idx_train"])
             self.scaler_state = ckpt.get("grad_scaler")
