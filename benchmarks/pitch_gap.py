@@ -121,12 +121,17 @@ def comb_share(
     starts = range(0, len(x) - n_fft + 1, n_fft // 8)
     frames = np.stack([x[i : i + n_fft] for i in starts]) * np.hanning(n_fft)
     power = (np.abs(np.fft.rfft(frames, axis=-1)) ** 2).sum(0)
-    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
-    band = (freqs >= COMB_BAND_HZ[0]) & (freqs < COMB_BAND_HZ[1])
+    freqs, band = comb_bins(n_fft, sr)
     lines = _near_multiples(freqs, spacing_hz, half_width)
     if exclude_hz is not None:
         lines &= ~_near_multiples(freqs, exclude_hz, half_width)
     return float(power[band & lines].sum() / power[band].sum())
+
+
+def comb_bins(n_fft: int, sr: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rfft bin frequencies of an ``n_fft`` frame (Hz) and whether each lies in COMB_BAND_HZ."""
+    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
+    return freqs, (freqs >= COMB_BAND_HZ[0]) & (freqs < COMB_BAND_HZ[1])
 
 
 def _near_multiples(freqs: np.ndarray, spacing_hz: float, half_width: float) -> np.ndarray:
@@ -255,8 +260,7 @@ def grid_table(shares: np.ndarray, seed_change: float, grid_hz: float, sr: int) 
     Griffin-Lim), the grid's share of the bins, and the mean power ratio ``seed_change`` of the
     difference between two noise seeds' outputs to the output, below 1 kHz, in dB."""
     lo, hi = COMB_BAND_HZ
-    freqs = np.fft.rfftfreq(SPEECH_COMB[0], 1 / sr)
-    band = (freqs >= lo) & (freqs < hi)
+    freqs, band = comb_bins(SPEECH_COMB[0], sr)
     chance = _near_multiples(freqs[band], grid_hz, SPEECH_COMB[1]).mean()
     lines = [f"| audio | power {lo:g}–{hi:g} Hz on the {grid_hz:g} Hz frame grid |", "|---|---|"]
     names = ("reference", "output", "griffin-lim", "(the grid's share of the bins: chance)")
