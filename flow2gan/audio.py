@@ -39,7 +39,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Read a sound file as float32 (T, C) plus its rate; ``ValueError`` naming the file on failure."""
     if not Path(path).is_file():
         raise ValueError(f"cannot read audio file {path}: it {not_a_file(Path(path))}")
-    if Path(path).is_file() and Path(path).stat().st_size == 0:
+    if Path(path).stat().st_size == 0:
         raise ValueError(f"cannot read audio file {path}: empty file")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
